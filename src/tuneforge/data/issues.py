@@ -1,0 +1,64 @@
+"""Validation findings: every rejected row keeps where it came from, why, and its original text."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Generic, Literal, TypeVar
+
+from tuneforge.data.records import Record
+
+IssueCode = Literal[
+    "invalid_json",
+    "missing_field",
+    "wrong_type",
+    "empty_content",
+    "unrecognized_role",
+    "no_assistant_turn",
+    "turn_order",
+    "encoding",
+    "unfilled_placeholder",
+    "identical_pair",
+    "too_long",
+]
+
+
+@dataclass
+class RowIssue:
+    source: str
+    line: int  # 1-based line in the file where the row starts
+    code: IssueCode
+    field: str
+    message: str  # "expected …, got …"
+    raw: str = ""  # the original row text (truncated for huge rows)
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.field}: {self.message} [{self.code}]"
+
+
+R = TypeVar("R", bound=Record)
+
+
+@dataclass
+class ReadResult(Generic[R]):
+    source: str
+    format: str
+    records: list[R] = field(default_factory=list)
+    rejected: list[RowIssue] = field(default_factory=list)
+    rows: int = 0  # rows seen = len(records) + len(rejected)
+
+    def counts_by_code(self) -> dict[str, int]:
+        return dict(Counter(issue.code for issue in self.rejected))
+
+    def write_rejected(self, path: str | Path) -> Path | None:
+        """Write rejected rows with their reason as JSONL (nothing is lost silently)."""
+        if not self.rejected:
+            return None
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as fh:
+            for issue in self.rejected:
+                fh.write(json.dumps(asdict(issue), ensure_ascii=False) + "\n")
+        return path

@@ -1,0 +1,1 @@
+"""Terminal presentation shared by every stage (rich)."""
