@@ -42,6 +42,9 @@ class DataSource(Section):
     split: Literal["train", "val", "test", "auto"] = "auto"
     columns: dict[str, str] = Field(default_factory=dict, description="rename columns, e.g. text: body")
     max_rows: int | None = Field(None, ge=1)
+    ranking_pairs: Literal["all", "adjacent"] = Field(
+        "all", description="rows ranking several answers: pair all better/worse answers or only neighbours"
+    )
 
     @model_validator(mode="after")
     def _path_or_name(self) -> "DataSource":
