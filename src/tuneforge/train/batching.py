@@ -1,0 +1,163 @@
+"""Length-grouped, dynamically padded (optionally packed) batches of rendered examples.
+
+Each epoch: shuffle with a (seed, epoch) RNG, cut the order into mega-batches, sort each mega-batch by
+length and slice it into batches, then shuffle the batch order. Epochs stay random while a batch holds
+examples of similar length, so padding to the batch maximum wastes little compute.
+
+Packing puts several examples in one row (up to max_len) with position ids restarting at 0 per example and
+a block-diagonal causal 4D mask, so no example attends to another: on CPU/SDPA transformers only detects
+packed sequences from position_ids with flash attention, so the mask is built here explicitly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from tuneforge.data.render import IGNORE_INDEX, RenderedExample
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, L) long
+    attention_mask: torch.Tensor  # (B, L) long, or (B, 1, L, L) bool (True = attend) when packed
+    labels: torch.Tensor  # (B, L) long, IGNORE_INDEX on padding / untrained tokens
+    position_ids: torch.Tensor | None = None  # (B, L), restarting at 0 per packed example
+    seq_lens: list[list[int]] | None = None  # per row, the lengths of the examples packed in it
+    example_ids: list[list[int]] | None = None  # per row, the indices of its examples
+
+    @property
+    def n_tokens(self) -> int:
+        """Real (non-padding) tokens: what throughput counts."""
+        if self.seq_lens is not None:
+            return sum(sum(row) for row in self.seq_lens)
+        return int(self.attention_mask.sum())
+
+    @property
+    def n_label_tokens(self) -> int:
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+    def model_inputs(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Keyword arguments for a HF model; `dtype` turns a packed bool mask into an additive one (eager attention)."""
+        mask = self.attention_mask
+        if mask.dim() == 4 and dtype is not None:
+            mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+        out = {"input_ids": self.input_ids, "attention_mask": mask}
+        if self.position_ids is not None:
+            out["position_ids"] = self.position_ids
+        return out
+
+    def to(self, device) -> Batch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.labels),
+                     move(self.position_ids), self.seq_lens, self.example_ids)
+
+
+class _LazyBatches(Sequence):
+    """The batches of one epoch, built into tensors on access (a packed 4D mask per batch adds up)."""
+
+    def __init__(self, build, plans: list[list[list[int]]]):
+        self._build, self._plans = build, plans
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return _LazyBatches(self._build, self._plans[index])
+        return self._build(self._plans[index])
+
+
+class LengthGroupedBatcher:
+    def __init__(
+        self,
+        examples: list[RenderedExample],
+        batch_size: int,
+        seed: int,
+        pad_id: int,
+        packing: bool = False,
+        max_len: int | None = None,
+        mega_batch_factor: int = 50,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not examples:
+            raise ValueError("no examples to batch")
+        self.examples = examples
+        self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
+        self.packing, self.mega_batch_factor = packing, max(1, mega_batch_factor)
+        longest = max(len(e.input_ids) for e in examples)
+        self.max_len = max_len or longest
+        if packing and longest > self.max_len:
+            raise ValueError(f"an example has {longest} tokens, more than max_len={self.max_len}")
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self._plan(epoch))
+
+    def batches(self, epoch: int) -> Sequence[Batch]:
+        return _LazyBatches(self._build, self._plan(epoch))
+
+    # -- planning: which example indices go in which row of which batch ------------------------------
+    def _plan(self, epoch: int) -> list[list[list[int]]]:
+        rng = random.Random(f"{self.seed}:{epoch}")  # str seeds hash deterministically across runs
+        order = list(range(len(self.examples)))
+        rng.shuffle(order)
+        length = lambda i: len(self.examples[i].input_ids)  # noqa: E731
+        mega = self.batch_size * self.mega_batch_factor
+        plans: list[list[list[int]]] = []
+        for start in range(0, len(order), mega):
+            group = sorted(order[start : start + mega], key=length, reverse=True)
+            rows = self._pack(group, length) if self.packing else [[i] for i in group]
+            plans += [rows[k : k + self.batch_size] for k in range(0, len(rows), self.batch_size)]
+        rng.shuffle(plans)
+        # The longest batch first: an out-of-memory shows up at step 0, not hours in.
+        tokens = [sum(length(i) for row in p for i in row) for p in plans]
+        first = max(range(len(plans)), key=tokens.__getitem__)
+        plans[0], plans[first] = plans[first], plans[0]
+        return plans
+
+    def _pack(self, group: list[int], length) -> list[list[int]]:
+        """First-fit decreasing into rows of at most max_len tokens (group is sorted longest first)."""
+        rows: list[list[int]] = []
+        free: list[int] = []
+        for i in group:
+            n = length(i)
+            slot = next((r for r, space in enumerate(free) if space >= n), None)
+            if slot is None:
+                rows.append([i])
+                free.append(self.max_len - n)
+            else:
+                rows[slot].append(i)
+                free[slot] -= n
+        return rows
+
+    # -- building tensors ---------------------------------------------------------------------------
+    def _build(self, rows: list[list[int]]) -> Batch:
+        width = max(sum(len(self.examples[i].input_ids) for i in row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        segments = torch.full((len(rows), width), -1, dtype=torch.long)
+        seq_lens = []
+        for r, row in enumerate(rows):
+            pos = 0
+            for s, i in enumerate(row):
+                ex = self.examples[i]
+                n = len(ex.input_ids)
+                ids[r, pos : pos + n] = torch.tensor(ex.input_ids)
+                labels[r, pos : pos + n] = torch.tensor(ex.labels)
+                # The first token of a packed example has no in-example context: never predicted across examples.
+                labels[r, pos] = IGNORE_INDEX
+                positions[r, pos : pos + n] = torch.arange(n)
+                segments[r, pos : pos + n] = s
+                pos += n
+            positions[r, pos:] = torch.arange(width - pos)  # padding forms its own segment (no all-masked rows)
+            seq_lens.append([len(self.examples[i].input_ids) for i in row])
+        if not self.packing:
+            return Batch(ids, (segments >= 0).long(), labels, None, None, rows)
+        same = segments[:, :, None] == segments[:, None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        return Batch(ids, (same & causal)[:, None], labels, positions, seq_lens, rows)
