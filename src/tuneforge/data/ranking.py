@@ -16,22 +16,19 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Any, Literal
 
+from tuneforge.data.formats import RowProblem
 from tuneforge.data.records import Conversation, Preference, Turn
-from tuneforge.errors import DataError
 
 PairMode = Literal["all", "adjacent"]
 TEXT_KEYS = ("text", "content", "response", "value", "answer")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant"}
 
 
-class RankingRowError(DataError):
-    """A ranking row cannot be expanded; `field` and `code` map onto a `RowIssue`."""
+class RankingRowError(RowProblem):
+    """A ranking row cannot be expanded; the reader turns it into a `RowIssue` (code, field, message)."""
 
     def __init__(self, field: str, message: str, code: str = "wrong_type") -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.code = code
-        self.message = message
+        super().__init__(code, field, message)
 
 
 def expand_ranking_row(row: dict[str, Any], pairs: PairMode = "all") -> list[Preference]:
