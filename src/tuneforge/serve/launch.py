@@ -1,0 +1,39 @@
+"""Build and run a server from a model spec or run folder: what `tuneforge serve` calls."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tuneforge.serve.security import check_bind
+
+
+def build_app(target: str, *, adapters: dict[str, str] | None = None, db: str | Path | None = "feedback.sqlite",
+              api_key: str | None = None, max_batch: int = 8, queue: int = 64, window_ms: float = 10.0,
+              max_prompt_tokens: int | None = None, max_tokens_cap: int = 1024, default_max_tokens: int = 256):
+    """Load the model (and adapters) and return the FastAPI app; nothing is bound yet."""
+    from tuneforge.errors import ConfigError
+    from tuneforge.serve.adapters import resolve_target
+    from tuneforge.serve.app import ServeSettings, create_app
+    from tuneforge.serve.engine import Engine
+    from tuneforge.serve.feedback import FeedbackStore
+
+    if max_batch < 1 or queue < 1:
+        raise ConfigError("--max-batch and --queue must be at least 1")
+    served = resolve_target(target, adapters)
+    engine = Engine(served, max_batch=max_batch, queue_size=queue, window_s=window_ms / 1000,
+                    max_prompt_tokens=max_prompt_tokens, max_tokens_cap=max_tokens_cap)
+    store = FeedbackStore(db) if db else None
+    settings = ServeSettings(api_key=api_key, default_max_tokens=default_max_tokens)
+    return create_app(engine, store, settings)
+
+
+def serve(target: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          log_level: str = "info", **kwargs) -> None:
+    """Check the binding is safe, load everything, then serve until interrupted."""
+    import uvicorn
+
+    api_key = api_key or os.environ.get("TUNEFORGE_API_KEY") or None
+    check_bind(host, api_key)  # before the (slow) model load, so a refusal is instant
+    app = build_app(target, api_key=api_key, **kwargs)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
