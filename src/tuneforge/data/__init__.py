@@ -33,10 +33,16 @@ def read_source(
     strict: bool = False,
     dataset_info: str | Path | None = None,
     ranking_pairs: str = "all",
+    format: str | None = None,
 ) -> ReadResult:
     """Read one file or dataset_info entry. Bad rows go to `rejected` with their reason (or, when
-    `strict`, the first one raises DataError). Files that cannot be read at all raise DataError."""
+    `strict`, the first one raises DataError). Files that cannot be read at all raise DataError.
+    `format` overrides the source's format (same as `DataSource.format`)."""
     spec = _as_source(source, dataset_info)
+    if format and format != "auto":
+        if format not in FORMATS:
+            raise DataError(f"unknown data format {format!r}; expected one of auto, {', '.join(FORMATS)}")
+        spec = spec.model_copy(update={"format": format})
     fmt, columns, tags, dataset = spec.format, dict(spec.columns), {}, None
     if spec.name:
         from tuneforge.data.dataset_info import resolve_entry
