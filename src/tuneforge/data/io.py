@@ -181,10 +181,12 @@ def _decode_error(exc: json.JSONDecodeError, text: str, source: str, index: Line
     raw = clip(text[row_start : row_start + RAW_LIMIT])
     if _SURROGATE.search(bad_line):
         return encoding_issue(source, line, raw)
-    if exc.pos >= len(text.rstrip()):
+    at_end = exc.pos >= len(text.rstrip())
+    unterminated = exc.msg.startswith("Unterminated string") and '"' not in text[exc.pos + 1 :]
+    if at_end or unterminated:
         message = "expected more JSON, got end of file (truncated?)"
     else:
-        message = f"expected valid JSON, got {exc.msg} at column {exc.colno}"
+        message = f"expected valid JSON, got {exc.msg} (column {exc.colno})"
     return RowIssue(source, line, "invalid_json", "(row)", message, raw)
 
 
