@@ -82,7 +82,7 @@ def inspect_source(
         tokens={**percentiles(lengths), "measured": len(lengths)},
         tokenizer=tok_name,
         tokenizer_note=note,
-        examples=[_clip(_render_record(r, render)) for r in _spread(records, n_examples)],
+        examples=[_render_record(r, render) for r in _spread(records, n_examples)],
         rejected_out=str(written) if written else None,
     )
 
@@ -142,14 +142,14 @@ def _renderer(tok: Any) -> Callable[[list[dict], str | None], str]:
 
 def _render_record(record: Record, render: Callable) -> str:
     if isinstance(record, Conversation):
-        return render(record.messages(), record.tools)
+        return _clip(render(record.messages(), record.tools))
     if isinstance(record, Preference):
         prompt = record.prompt.messages()
         chosen = render(prompt + [{"role": "assistant", "content": record.chosen}], record.prompt.tools)
-        return f"{chosen}\n[rejected] {record.rejected}"
+        return f"{_clip(chosen)}\n[rejected] {_clip(record.rejected)}"  # clipped apart: both stay visible
     if isinstance(record, Labelled):
-        return f"[{record.label}] {record.text}"
-    return record.text
+        return _clip(f"[{record.label}] {record.text}")
+    return _clip(record.text)
 
 
 def _texts(record: Record, render: Callable) -> list[str]:
