@@ -37,3 +37,43 @@ def serve(target: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: st
     check_bind(host, api_key)  # before the (slow) model load, so a refusal is instant
     app = build_app(target, api_key=api_key, **kwargs)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class BackgroundServer:
+    """Run an app on a uvicorn thread (notebooks, tests): `with BackgroundServer(app) as url: ...`."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None):
+        import uvicorn
+
+        self.host, self.port = host, port or free_port(host)
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
+        self.thread = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, name="tuneforge-uvicorn", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
