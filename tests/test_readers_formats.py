@@ -242,3 +242,16 @@ def test_collect_records_enforces_min_examples(tmp_path):
 def test_max_rows(tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", [{"text": f"t{i}"} for i in range(20)])
     assert len(read_source(DataSource(path=str(path), max_rows=7)).records) == 7
+
+
+def test_csv_json_cells_only_for_structured_columns(tmp_path):
+    messages = json.dumps([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a, b"}])
+    chat = tmp_path / "chat.csv"
+    chat.write_text('messages\n"' + messages.replace('"', '""') + '"\n')
+    conv = read_source(chat).records[0]
+    assert read_source(chat).format == "openai" and conv.turns[1].content == "a, b"
+    labelled = tmp_path / "l.csv"
+    labelled.write_text('text,label\n"[1, 2] is a list",x\n' + "long," + "y" * 200_000 + "\n")
+    result = read_source(labelled)
+    assert [r.text for r in result.records] == ["[1, 2] is a list", "long"]
+    assert len(result.records[1].label) == 200_000

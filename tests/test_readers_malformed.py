@@ -202,3 +202,12 @@ def test_cli_reports_problems_without_traceback(tmp_path, capsys):
     assert main(["data", "inspect", str(bad), "--model", "whitespace"]) == 0
     out = capsys.readouterr().out
     assert "rejected by code: invalid_json 1" in out and "valid: 11" in out
+
+
+def test_absurdly_nested_json_is_a_row_issue(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n" + "[" * 100_000 + "\n")
+    result = read_source(path)
+    assert len(result.records) == 1
+    (issue,) = result.rejected
+    assert (issue.code, issue.line) == ("invalid_json", 2)

@@ -14,7 +14,7 @@ from typing import Any
 from tuneforge.config.sections import DataConfig, DataSource
 from tuneforge.data.detect import detect_format
 from tuneforge.data.formats import FORMATS, ReadOptions, RowProblem, converter
-from tuneforge.data.io import RawRow, check_path, clip, file_kind, read_rows
+from tuneforge.data.io import RawRow, check_path, clip, file_kind, parse_json_cells, read_rows
 from tuneforge.data.issues import ReadResult, RowIssue
 from tuneforge.data.placeholders import fill
 from tuneforge.data.records import Record
@@ -92,8 +92,11 @@ def _read_file(path: Path, result: ReadResult, spec: DataSource, columns: dict[s
     if spec.max_rows:
         items = items[: max(0, spec.max_rows - result.rows)]
     for item in items:
-        if isinstance(item, RawRow) and isinstance(item.data, dict) and columns:
-            item.data = _rename(item.data, columns)
+        if isinstance(item, RawRow) and isinstance(item.data, dict):
+            if columns:
+                item.data = _rename(item.data, columns)
+            if kind in ("csv", "tsv"):
+                item.data = parse_json_cells(item.data)
     fmt = result.format
     if fmt == "auto":
         fmt = "text" if kind == "txt" else detect_format(i.data for i in items if isinstance(i, RawRow))

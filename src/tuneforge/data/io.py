@@ -113,6 +113,7 @@ def _text_rows(text: str, source: str) -> Iterator[Item]:
 
 
 def _csv_rows(text: str, source: str, delimiter: str) -> Iterator[Item]:
+    csv.field_size_limit(2**31 - 1)  # the default 128 KiB per cell rejects long documents
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -139,18 +140,25 @@ def _csv_rows(text: str, source: str, delimiter: str) -> Iterator[Item]:
             yield RowIssue(source, start, "missing_field", "(row)",
                            f"expected {len(header)} columns, got {len(cells)}", clip(raw))
         else:
-            yield RawRow(start, {h: _cell(c) for h, c in zip(header, cells)}, raw)
+            yield RawRow(start, dict(zip(header, cells)), raw)
 
 
-def _cell(value: str) -> Any:
-    """CSV cells holding JSON lists/objects (e.g. a `messages` column) are parsed; the rest stay text."""
-    stripped = value.strip()
-    if stripped[:1] in ("[", "{"):
-        try:
-            return json.loads(stripped)
-        except ValueError:
-            return value
-    return value
+# Row keys that hold lists/objects; in a CSV they arrive as JSON text (see parse_json_cells).
+STRUCTURED = frozenset({"messages", "conversations", "history", "tools", "chosen", "rejected", "prompt", "responses",
+                        "input", "preferred_output", "non_preferred_output", "groups", "meta"})
+
+
+def parse_json_cells(row: dict) -> dict:
+    """CSV/TSV cells of structured keys (e.g. a `messages` column) that hold JSON are parsed; other cells
+    stay text, so a text column that happens to start with "[" is not turned into a list."""
+    for key in STRUCTURED & row.keys():
+        value = row[key]
+        if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+            try:
+                row[key] = json.loads(value)
+            except ValueError:
+                pass  # the converter reports it as wrong_type with the text it got
+    return row
 
 
 def _parquet_rows(path: Path) -> Iterator[Item]:
@@ -213,6 +221,10 @@ def _json_array(text: str, pos: int, source: str, index: LineIndex) -> Iterator[
             return
         try:
             obj, end = decoder.raw_decode(text, pos)
+        except RecursionError:
+            yield RowIssue(source, index.line(pos), "invalid_json", "(row)", "expected JSON nested at most ~1000 "
+                           "levels deep, got deeper nesting", clip(text[pos : pos + RAW_LIMIT]))
+            return
         except json.JSONDecodeError as exc:
             yield _decode_error(exc, text, source, index, pos)
             pos = _resync_array(text, pos)
@@ -259,6 +271,10 @@ def _json_stream(text: str, pos: int, source: str, index: LineIndex) -> Iterator
     while pos < len(text):
         try:
             obj, end = decoder.raw_decode(text, pos)
+        except RecursionError:
+            yield RowIssue(source, index.line(pos), "invalid_json", "(row)", "expected JSON nested at most ~1000 "
+                           "levels deep, got deeper nesting", clip(text[pos : pos + RAW_LIMIT]))
+            return
         except json.JSONDecodeError as exc:
             yield _decode_error(exc, text, source, index, pos)
             # continue at the next line that starts a value in column 0 (every line of a JSONL file).
