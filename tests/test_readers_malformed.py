@@ -32,17 +32,19 @@ def test_pretty_array_lines_are_real_file_lines(tmp_path):
     assert all(r.meta["source"] == str(path) for r in result.records)
 
 
-def test_truncated_json_keeps_elements_before_the_break(tmp_path):
-    text = pretty(alpaca_rows(3))
-    cut = text[: text.index('"answer 2"') + 4]  # stops inside the third element
+@pytest.mark.parametrize("cut_at, tail", [('"answer 2"', ""), ('"output": "answer 2"', "\n"), ("  }\n]", "\n\n")])
+def test_truncated_json_keeps_elements_before_the_break(tmp_path, cut_at, tail):
+    text = pretty(alpaca_rows(3)).rstrip("\n") + "\n"
+    cut = text[: text.rindex(cut_at) + 4]  # stops inside the third element (or before the closing ']')
     path = tmp_path / "cut.json"
-    path.write_text(cut)
+    path.write_text(cut + tail)
     result = read_source(path)
-    assert [r.turns[0].content for r in result.records] == ["question 0", "question 1"]
+    kept = ["question 0", "question 1"] + (["question 2"] if cut_at.startswith("  }") else [])
+    assert [r.turns[0].content for r in result.records] == kept
     assert len(result.rejected) == 1
     issue = result.rejected[0]
     assert issue.code == "invalid_json"
-    assert issue.line == cut.count("\n") + 1  # where the text breaks off
+    assert issue.line == cut.rstrip().count("\n") + 1  # the last line with text, where it breaks off
     assert "truncated" in issue.message
     assert str(issue).startswith(f"{path}:{issue.line}: ")
 

@@ -192,6 +192,7 @@ def _decode_error(exc: json.JSONDecodeError, text: str, source: str, index: Line
     at_end = exc.pos >= len(text.rstrip())
     unterminated = exc.msg.startswith("Unterminated string") and '"' not in text[exc.pos + 1 :]
     if at_end or unterminated:
+        line = index.line(max(0, len(text.rstrip()) - 1))  # the last line with text, not the empty one after it
         message = "expected more JSON, got end of file (truncated?)"
     else:
         message = f"expected valid JSON, got {exc.msg} (column {exc.colno})"
@@ -216,7 +217,7 @@ def _json_array(text: str, pos: int, source: str, index: LineIndex) -> Iterator[
             _trailing(text, pos + 1, source, index)
             return
         if pos >= len(text):
-            yield RowIssue(source, index.line(pos), "invalid_json", "(array)",
+            yield RowIssue(source, index.line(len(text.rstrip()) - 1), "invalid_json", "(array)",
                            "expected ']' closing the array, got end of file (truncated?)")
             return
         try:
@@ -237,7 +238,7 @@ def _json_array(text: str, pos: int, source: str, index: LineIndex) -> Iterator[
             pos += 1
         elif not text.startswith("]", pos):
             if pos >= len(text):
-                yield RowIssue(source, index.line(pos), "invalid_json", "(array)",
+                yield RowIssue(source, index.line(len(text.rstrip()) - 1), "invalid_json", "(array)",
                                "expected ',' or ']', got end of file (truncated?)")
                 return
             yield RowIssue(source, index.line(pos), "invalid_json", "(array)",
