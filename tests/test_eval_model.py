@@ -1,0 +1,131 @@
+"""evaluate_model / compare_models on the tiny Llama: likelihood, batched generation, outputs, ranking."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tuneforge.data.records import Conversation, Labelled, Turn
+from tuneforge.data.render import render_conversation
+from tuneforge.evaluate.api import evaluate_model
+from tuneforge.evaluate.compare import compare_models
+from tuneforge.evaluate.examples import to_examples
+from tuneforge.evaluate.generate import GenerationSettings, generate_answers
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models run far faster single-threaded on a shared, oversubscribed CPU (measured ~20x).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SENTIMENT = [
+    ("Classify the sentiment: I love this product.", "positive"),
+    ("Classify the sentiment: this is terrible.", "negative"),
+]
+
+
+def _labelled(n: int = 6, groups: bool = False) -> list[Labelled]:
+    rows = []
+    for i in range(n):
+        text, label = SENTIMENT[i % 2]
+        rows.append(Labelled(text=text, label=label, groups={"group": "ab"[i // 3 % 2]} if groups else {}))
+    return rows
+
+
+def _chat(prompt: str, answer: str) -> Conversation:
+    return Conversation(turns=[Turn("user", prompt), Turn("assistant", answer)])
+
+
+def _train_on(model, tokenizer, records, steps: int = 40):
+    """A few full-batch steps on the answers, so the model gets the test set right."""
+    rendered = [render_conversation(ex.conversation, tokenizer, 128) for ex in to_examples(records)]
+    width = max(len(r.input_ids) for r in rendered)
+    ids = torch.full((len(rendered), width), tokenizer.pad_token_id)
+    labels = torch.full((len(rendered), width), -100)
+    for i, r in enumerate(rendered):
+        ids[i, : len(r.input_ids)] = torch.tensor(r.input_ids)
+        labels[i, : len(r.labels)] = torch.tensor(r.labels)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long(), labels=labels).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    model.eval()
+    return model
+
+
+def test_loss_matches_transformers_loss(tiny_model, tiny_tokenizer):
+    conv = _chat("What is the capital of France?", "The capital of France is Paris.")
+    result = evaluate_model(tiny_model, tiny_tokenizer, [conv], ["likelihood"])
+    r = render_conversation(conv, tiny_tokenizer, 1024)
+    with torch.no_grad():
+        expected = tiny_model(input_ids=torch.tensor([r.input_ids]), labels=torch.tensor([r.labels])).loss.item()
+    assert result.metrics["loss"] == pytest.approx(expected, rel=1e-4)
+    assert result.metrics["perplexity"] == pytest.approx(torch.tensor(expected).exp().item(), rel=1e-4)
+    assert 0.0 <= result.metrics["token_accuracy"] <= 1.0
+    assert result.examples[0]["prediction"] is None  # likelihood only: nothing generated
+
+
+def test_batched_left_padded_generation_matches_one_by_one(tiny_model, tiny_tokenizer):
+    prompts = ["hi", "What is the capital of France?", "Give three tips for staying healthy. Eat well", "who are you"]
+    examples = to_examples([_chat(p, "x") for p in prompts])
+    batched = generate_answers(tiny_model, tiny_tokenizer, examples, GenerationSettings(6, batch_size=4))
+    single = generate_answers(tiny_model, tiny_tokenizer, examples, GenerationSettings(6, batch_size=1))
+    assert batched == single
+    assert len(batched) == len(prompts)
+
+
+def test_outputs_one_prediction_row_per_example(tiny_model, tiny_tokenizer, tmp_path):
+    records = _labelled(6, groups=True)
+    result = evaluate_model(tiny_model, tiny_tokenizer, records, max_new_tokens=4, out_dir=tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == len(records)
+    assert [r["index"] for r in rows] == list(range(len(records)))
+    assert {"prompt", "reference", "prediction", "scores", "groups"} <= set(rows[0])
+    assert rows[0]["reference"] == "positive" and "loss" in rows[0]["scores"]
+    assert result.task == "label" and result.labels == ["negative", "positive"]
+    assert result.bias is not None and "group" in result.bias["attributes"]
+    assert json.loads((tmp_path / "report.json").read_text())["models"][0]["n_examples"] == 6
+
+
+def test_compare_ranks_trained_model_above_untrained(tiny_tokenizer, tmp_path):
+    from tiny import build_tiny_llama
+
+    records = _labelled(6)
+    trained = _train_on(build_tiny_llama(tiny_tokenizer, seed=0), tiny_tokenizer, records)
+    untrained = build_tiny_llama(tiny_tokenizer, seed=1)
+    result = compare_models(
+        [("untrained", untrained, tiny_tokenizer), ("trained", trained, tiny_tokenizer)],
+        records, max_new_tokens=4, out_dir=tmp_path,
+    )
+    assert result.ranked_by == "accuracy"
+    assert [r.name for r in result.results] == ["trained", "untrained"]
+    assert result.best.metrics["accuracy"] == 1.0
+    assert result.results[1].metrics["loss"] > result.best.metrics["loss"]
+    assert (tmp_path / "predictions" / "trained.jsonl").is_file()
+    header, rows = result.table()
+    assert rows[0][:2] == ["1", "trained"] and "accuracy" in header
+
+
+def test_calibration_saved_with_run_and_reused(tiny_tokenizer, tmp_path):
+    from tiny import build_tiny_llama
+
+    records = _labelled(8)
+    model = _train_on(build_tiny_llama(tiny_tokenizer, seed=0), tiny_tokenizer, records, steps=15)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = evaluate_model(model, tiny_tokenizer, records, ["calibration"], val_records=records, run_dir=run_dir)
+    assert first.calibration["fitted_on"] == 8
+    assert (run_dir / "calibration.json").is_file()
+    again = evaluate_model(model, tiny_tokenizer, records, ["calibration"], run_dir=run_dir)
+    assert again.calibration["fitted_on"] == 0
+    assert again.calibration["temperature"] == pytest.approx(first.calibration["temperature"])
+    assert again.metrics["ece_calibrated"] == pytest.approx(first.metrics["ece_calibrated"])
