@@ -7,6 +7,7 @@ from typing import Any, Literal, Union
 from pydantic import Field, model_validator
 
 from tuneforge.config.base import Section
+from tuneforge.config.prepare import PrepareConfig
 
 DataFormat = Literal[
     "auto", "alpaca", "sharegpt", "openai", "preference", "text", "labelled", "ranking"
@@ -64,8 +65,8 @@ class DataConfig(Section):
     val_ratio: float = Field(0.1, ge=0, lt=1)
     test_ratio: float = Field(0.0, ge=0, lt=1)
     min_examples: int = Field(10, ge=1)
-    prepare: dict[str, Any] = Field(
-        default_factory=dict, description="data workbench steps (see `tuneforge data prepare`)"
+    prepare: PrepareConfig = Field(
+        default_factory=PrepareConfig, description="data workbench steps (see `tuneforge data prepare`)"
     )
 
     @model_validator(mode="before")

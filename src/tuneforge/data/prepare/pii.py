@@ -1,0 +1,239 @@
+"""Step 3, anonymize PII with presidio: pattern recognizers on a blank spaCy pipeline, NER names when a
+spaCy model is installed. Modes: mask (typed placeholders, consistent within an example), hash, drop_example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from tuneforge.data.prepare.config import PiiConfig
+from tuneforge.data.prepare.fields import clone, set_text, slots
+from tuneforge.data.prepare.ledger import Item, Ledger
+from tuneforge.errors import UnsupportedHere
+
+PLACEHOLDER = {
+    "EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CREDIT_CARD", "IBAN_CODE": "IBAN",
+    "IP_ADDRESS": "IP", "URL_CREDENTIALS": "URL_CREDENTIALS", "PERSON": "PERSON", "LOCATION": "LOCATION",
+}
+NER_ENTITIES = {"PERSON", "LOCATION"}
+NER_CANDIDATES = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")
+NER_MISSING = "person/location names: skipped, no NER model installed; install en_core_web_sm to enable"
+
+# Presidio costs ~1-10 ms per text (phonenumbers' matcher, spaCy token objects), far too slow for every row
+# of a 50k-row file. A cheap regex per entity gates which texts reach the analyzer, and which recognizers
+# run on them; every pattern below is a superset of what the matching presidio recognizer can accept.
+GATES = {
+    "EMAIL_ADDRESS": re.compile(r"@"),
+    "URL_CREDENTIALS": re.compile(r"://[^\s/@]+@"),
+    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}"),
+    "PHONE_NUMBER": re.compile(r"\d[\d\s().\-/]{5,}\d"),
+    "CREDIT_CARD": re.compile(r"\d[\d\s\-]{11,}\d"),
+    "IBAN_CODE": re.compile(r"[A-Za-z]{2}\s?\d{2}\s?[A-Za-z0-9]{2}"),
+}
+
+
+@dataclass
+class Engines:
+    analyzer: object
+    batch: object
+    anonymizer: object
+    entities: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _url_credentials_recognizer():
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    pattern = Pattern("url with user:password", r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@]+:[^\s/@]+@[^\s/?#]+[^\s]*", 0.9)
+    return PatternRecognizer(supported_entity="URL_CREDENTIALS", patterns=[pattern], name="UrlCredentialsRecognizer")
+
+
+def _offline_email_recognizer():
+    import tldextract
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    # presidio's EmailRecognizer validates domains with tldextract, whose default fetches the public suffix
+    # list over the network; the bundled snapshot is enough and keeps runs offline.
+    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        def validate_result(self, pattern_text: str):
+            return extract(pattern_text).fqdn != ""
+
+    return OfflineEmailRecognizer()
+
+
+def _find_ner_model(name: str):
+    """A loaded spaCy NER pipeline, or None (with the reason) when none is installed."""
+    import spacy
+
+    if name == "none":
+        return None, "person/location names: skipped (pii.ner_model=none)"
+    candidates = NER_CANDIDATES if name == "auto" else (name,)
+    for candidate in candidates:
+        if spacy.util.is_package(candidate):
+            return spacy.load(candidate, disable=["parser", "lemmatizer"]), f"person/location names: spaCy {candidate}"
+    if name != "auto":
+        raise UnsupportedHere(f"pii.ner_model={name!r} is not installed: pip install it or use ner_model=auto|none")
+    return None, NER_MISSING
+
+
+@lru_cache(maxsize=4)
+def build_engines(entities: tuple[str, ...], ner_model: str) -> Engines:
+    try:
+        import spacy
+        from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer, SpacyRecognizer,
+        )
+        from presidio_anonymizer import AnonymizerEngine
+    except ImportError as exc:
+        raise UnsupportedHere(
+            f"the pii step needs presidio and spaCy ({exc.name} missing): pip install 'tuneforge[data]' "
+            "or set data.prepare.pii.enabled=false"
+        ) from None
+    nlp, ner_note = _find_ner_model(ner_model) if NER_ENTITIES & set(entities) else (None, None)
+
+    class LocalSpacyEngine(SpacyNlpEngine):
+        """presidio's spaCy engine over an already-built pipeline (never downloads a model)."""
+
+        def load(self) -> None:
+            self.nlp = {"en": nlp if nlp is not None else spacy.blank("en")}
+
+    engine = LocalSpacyEngine(models=[{"lang_code": "en", "model_name": "local"}])
+    engine.load()
+    registry = RecognizerRegistry(supported_languages=["en"])
+    makers = {
+        "EMAIL_ADDRESS": _offline_email_recognizer, "PHONE_NUMBER": PhoneRecognizer,
+        "CREDIT_CARD": CreditCardRecognizer, "IBAN_CODE": IbanRecognizer, "IP_ADDRESS": IpRecognizer,
+        "URL_CREDENTIALS": _url_credentials_recognizer,
+    }
+    active = [e for e in entities if e in makers]
+    for name in active:
+        registry.add_recognizer(makers[name]())
+    if nlp is not None:
+        ner = [e for e in entities if e in NER_ENTITIES]
+        registry.add_recognizer(SpacyRecognizer(supported_entities=ner))
+        active += ner
+    analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
+    notes = [ner_note] if ner_note else []
+    return Engines(analyzer, BatchAnalyzerEngine(analyzer), AnonymizerEngine(), active, notes)
+
+
+def _gated_entities(text: str, engines: Engines) -> frozenset[str]:
+    found = {e for e in engines.entities if e in GATES and GATES[e].search(text)}
+    found |= NER_ENTITIES & set(engines.entities)  # NER has no cheap gate
+    return frozenset(found)
+
+
+class Replacer:
+    """Typed placeholders, consistent within one example: the same value twice gets the same number."""
+
+    def __init__(self, mode: str, salt: str, found: Counter) -> None:
+        self.mode, self.salt, self.found = mode, salt, found
+        self.numbers: dict[tuple[str, str], int] = {}
+        self.per_type: Counter = Counter()
+
+    def reserve(self, entity: str, value: str) -> int:
+        key = (entity, value)
+        if key not in self.numbers:
+            self.per_type[entity] += 1
+            self.numbers[key] = self.per_type[entity]
+        return self.numbers[key]
+
+    def __call__(self, entity: str, value: str) -> str:
+        self.found[entity] += 1
+        tag = PLACEHOLDER.get(entity, entity)
+        if self.mode == "hash":
+            digest = hashlib.sha256(f"{self.salt}|{value}".encode()).hexdigest()[:10]
+            return f"<{tag}_{digest}>"
+        return f"<{tag}_{self.reserve(entity, value)}>"
+
+
+def _reserve_in_reading_order(replacer: Replacer, text: str, results) -> None:
+    """presidio replaces right to left; numbering first in reading order makes <EMAIL_1> the first email.
+    Spans inside another span are skipped, as the anonymizer drops them too."""
+    end = -1
+    for r in sorted(results, key=lambda r: (r.start, -(r.end - r.start))):
+        if r.end <= end:
+            continue
+        end = max(end, r.end)
+        replacer.reserve(r.entity_type, text[r.start:r.end])
+
+
+def _analyze(pending: list[tuple[int, tuple, str, frozenset]], engines: Engines, cfg: PiiConfig):
+    """Batch the gated texts through presidio, grouped by which recognizers they need."""
+    results: dict[tuple[int, tuple], list] = {}
+    groups: dict[frozenset, list[int]] = defaultdict(list)
+    for n, (_, _, _, ents) in enumerate(pending):
+        groups[ents].append(n)
+    for ents, members in sorted(groups.items(), key=lambda kv: sorted(kv[0])):
+        texts = [pending[n][2] for n in members]
+        found = engines.batch.analyze_iterator(
+            texts, language="en", batch_size=cfg.batch_size, entities=sorted(ents),
+            score_threshold=cfg.score_threshold,
+        )
+        for n, res in zip(members, found):
+            if res:
+                results[(pending[n][0], pending[n][1])] = res
+    return results
+
+
+def run_pii(items: list[Item], cfg: PiiConfig, ledger: Ledger, report: dict) -> list[Item]:
+    if not cfg.enabled:
+        return ledger.skip("pii", items, "disabled")
+    engines = build_engines(tuple(cfg.entities), cfg.ner_model)
+    ledger.begin("pii", items)
+    fields = set(cfg.fields)
+    pending = []
+    for idx, item in enumerate(items):
+        for slot in slots(item.record):
+            if slot.role in fields and slot.text:
+                ents = _gated_entities(slot.text, engines)
+                if ents:
+                    pending.append((idx, slot.key, slot.text, ents))
+    results = _analyze(pending, engines, cfg)
+    by_item: dict[int, list] = defaultdict(list)
+    for (idx, key), res in results.items():
+        by_item[idx].append((key, res))
+    found: Counter = Counter()
+    kept = [item for idx, item in enumerate(items) if _apply(item, by_item.get(idx), cfg, engines, ledger, found)]
+    report.update({"found_by_type": dict(found), "texts_analyzed": len(pending), "entities": engines.entities,
+                   "notes": engines.notes, "mode": cfg.mode})
+    return ledger.end(kept)
+
+
+def _apply(item: Item, hits, cfg: PiiConfig, engines: Engines, ledger: Ledger, found: Counter) -> bool:
+    """Anonymize one example in place; False when it is dropped."""
+    if not hits:
+        return True
+    from presidio_anonymizer.entities import OperatorConfig
+
+    types = sorted({r.entity_type for _, res in hits for r in res})
+    if cfg.mode == "drop_example":
+        for _, res in hits:
+            found.update(r.entity_type for r in res)
+        ledger.remove(item, "pii", detail=", ".join(types), entities=types)
+        return False
+    replacer = Replacer(cfg.mode, cfg.hash_salt, found)
+    operators = {
+        e: OperatorConfig("custom", {"lambda": (lambda value, e=e: replacer(e, value))}) for e in types
+    }
+    original = clone(item.record)
+    texts = {s.key: s.text for s in slots(item.record)}
+    order = {key: n for n, key in enumerate(texts)}
+    hits = sorted(hits, key=lambda h: order[h[0]])
+    if cfg.mode == "mask":
+        for key, res in hits:
+            _reserve_in_reading_order(replacer, texts[key], res)
+    for key, res in hits:
+        text = texts[key]
+        anonymized = engines.anonymizer.anonymize(text=text, analyzer_results=res, operators=operators)
+        set_text(item.record, key, anonymized.text)
+    ledger.modify(item, original, "pii_" + cfg.mode, detail=", ".join(types), entities=types)
+    return True
