@@ -91,7 +91,13 @@ class FreezeConfig(Section):
     trainable_last_n: int | None = Field(None, ge=0, description="train only the last N layers")
     freeze_first_n: int | None = Field(None, ge=0, description="freeze the first N layers")
     train_embeddings: bool = False
-    train_head: bool = False
+    train_head: bool = Field(False, description="also train the output head and final norm")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "FreezeConfig":
+        if self.trainable_last_n is not None and self.freeze_first_n is not None:
+            raise ValueError("set either `trainable_last_n` or `freeze_first_n`, not both")
+        return self
 
 
 class PromptConfig(Section):
@@ -152,6 +158,10 @@ class HParams(Section):
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
     compile: bool = False
     threads: int | None = Field(None, ge=1)
+    probe_steps: int = Field(
+        2, ge=0, description="optimizer steps timed before training for the estimate (0: skip)"
+    )
+    loss_chunk_size: int = Field(1024, ge=1, description="tokens per chunk when computing the loss")
 
 
 class EvalConfig(Section):

@@ -1,0 +1,393 @@
+"""Supervised fine-tuning (and causal-LM pretraining on raw text): setup, loop, cleanup.
+
+The data path is B's: records -> tokenize_dataset (cached) -> LengthGroupedBatcher -> causal_lm_loss
+(logits only where a label is trained). Position in the data is (epoch, batch index), which with the
+batcher's per-(seed, epoch) order and restored RNG states makes a resumed run match an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from rich.console import Console
+
+from tuneforge.config.recipe import Recipe
+from tuneforge.train import checkpoint as ckpt
+from tuneforge.train import preflight as pf
+from tuneforge.train.auto import resolve_auto
+from tuneforge.train.methods import apply_method, count_parameters, describe_parameters, load_for_training
+from tuneforge.train.monitor import Monitor, check_finite, truncate_metrics
+from tuneforge.train.optim import build_optimizer, build_scheduler
+from tuneforge.train.runfolder import RunContext, RunResult, find_resume_point, start_run
+
+StopHook = Callable[[int], bool]
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a checkpoint must carry besides weights/optimizer/RNG."""
+
+    epoch: int = 0
+    batch_index: int = 0  # next micro-batch of `epoch`
+    global_step: int = 0  # optimizer steps done
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0  # evaluations since the last improvement
+    tokens_seen: int = 0
+    last_train_loss: float | None = None
+    last_val_loss: float | None = None
+
+
+@dataclass
+class Prepared:
+    """A loaded, tokenized, method-wrapped job, ready for the loop."""
+
+    recipe: Recipe
+    model: Any
+    tokenizer: Any
+    datasets: dict[str, Any]  # split -> TokenizedDataset
+    stats: dict[str, Any]
+
+
+# -- setup --------------------------------------------------------------------------------------------
+
+def prepare(recipe: Recipe, console: Console) -> tuple[Prepared, list[str]]:
+    """Read and split the data, load the model, tokenize, resolve `auto`. Nothing is written yet."""
+    from tuneforge.data import read_data
+    from tuneforge.train.threads import configure_threads
+
+    results = read_data(recipe.data)
+    for result in results:
+        if result.rejected:
+            console.print(f"[yellow]{result.source}: {len(result.rejected)} row(s) rejected[/] "
+                          f"({', '.join(f'{k}: {v}' for k, v in result.counts_by_code().items())})")
+    splits = pf.split_records(results, recipe.data.sources, recipe.data.val_ratio,
+                              recipe.data.test_ratio, recipe.seed)
+    pf.check_record_kinds(splits, recipe.method.objective)
+    if len(splits.train) < recipe.data.min_examples:  # refuse before the (slow) model load
+        pf.check_usable(len(splits.train), len(splits.val), recipe)
+    threads = configure_threads(recipe.hparams.threads)
+    model, tokenizer = load_for_training(recipe.model, recipe.method)
+    datasets = tokenize_splits(splits, tokenizer, recipe)
+    pf.check_usable(len(datasets["train"].examples), len(datasets["val"].examples), recipe)
+    resolved, chosen = resolve_auto(recipe, len(datasets["train"].examples))
+    if chosen:
+        console.print("auto: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in chosen.items()))
+    stats = {name: dict(ds.stats) for name, ds in datasets.items()}
+    stats["torch_threads"] = threads
+    stats["test_records"] = len(splits.test)
+    data_files = [r.source for r in results]
+    return Prepared(resolved, model, tokenizer, datasets, stats), data_files
+
+
+def tokenize_splits(splits: pf.Splits, tokenizer: Any, recipe: Recipe) -> dict[str, Any]:
+    from tuneforge.train.tokcache import TokenizedDataset, tokenize_dataset
+
+    hp = recipe.hparams
+    loss_on = "all" if recipe.method.objective == "pretrain" else hp.loss_on
+    cache = Path(recipe.output_dir) / ".cache" / "tokens"
+    out = {}
+    for name in ("train", "val", "test"):
+        records = splits[name]
+        out[name] = (tokenize_dataset(records, tokenizer, hp.cutoff_len, loss_on, cache) if records
+                     else TokenizedDataset([], {"examples": 0}))
+    return out
+
+
+def run_sft(recipe: Recipe, console: Console, stop_hook: StopHook | None = None) -> RunResult:
+    job, data_files = prepare(recipe, console)
+    resume_from = find_resume_point(job.recipe)
+    run = start_run(job.recipe, console, resume_from, data_files)
+    try:
+        result = train_loop(run, job, stop_hook)
+    except KeyboardInterrupt:
+        run.set_status("stopped")
+        raise
+    except BaseException:
+        run.set_status("failed")
+        raise
+    run.set_status(result.status)
+    result.write_summary()
+    return result
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device if _is_quantized(model) else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+
+
+def _is_quantized(model: Any) -> bool:
+    return bool(getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False))
+
+
+def _autocast(recipe: Recipe, device: torch.device):
+    if recipe.hparams.dtype == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_model(run: RunContext, job: Prepared) -> Any:
+    recipe, hp = job.recipe, job.recipe.hparams
+    seed_everything(recipe.seed)  # adapter init and dropout are part of the reproducible result
+    model = apply_method(job.model, job.tokenizer, recipe.method, hp)
+    if hp.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "config"):
+            model.config.use_cache = False
+    if not _is_quantized(model):
+        model.to(_device(model))
+    if hp.compile:
+        model.compile()  # in place, so save_pretrained and parameter names are unchanged
+    trainable, total = count_parameters(model)
+    job.stats["trainable_params"], job.stats["total_params"] = trainable, total
+    run.console.print(describe_parameters(model))
+    return model
+
+
+# -- one optimizer step, one evaluation --------------------------------------------------------------
+
+def train_step(model, optimizer, scheduler, micro_batches, recipe: Recipe, device, autocast) -> tuple[float, int]:
+    """Accumulate over micro-batches, average per trained token, clip, step. Returns (mean loss, input tokens).
+
+    Gradients of the summed loss are divided by the step's token count once at the end, so every trained
+    token weighs the same however the tokens fall across micro-batches. A non-finite loss skips the update.
+    """
+    from tuneforge.train.loss import causal_lm_loss
+
+    hp = recipe.hparams
+    model.train()
+    loss_sum, n_labels, n_input = 0.0, 0, 0
+    for batch in micro_batches:
+        batch = batch.to(device)
+        with autocast():
+            out = causal_lm_loss(model, batch, hp.loss_chunk_size)
+        out.loss_sum.backward()
+        loss_sum += float(out.loss_sum.detach())
+        n_labels += out.n_tokens
+        n_input += batch.n_tokens
+    loss = loss_sum / max(n_labels, 1)
+    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    if math.isfinite(loss) and n_labels > 0:
+        for p in params:
+            p.grad.div_(n_labels)
+        if hp.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, n_input
+
+
+@torch.no_grad()
+def evaluate_loss(model, batches, recipe: Recipe, device, autocast) -> dict[str, float]:
+    from tuneforge.train.loss import causal_lm_loss
+
+    model.eval()
+    loss_sum, n_tokens, n_correct = 0.0, 0, 0
+    for batch in batches:
+        with autocast():
+            out = causal_lm_loss(model, batch.to(device), recipe.hparams.loss_chunk_size)
+        loss_sum += float(out.loss_sum)
+        n_tokens += out.n_tokens
+        n_correct += out.n_correct
+    model.train()
+    loss = loss_sum / max(n_tokens, 1)
+    return {"val_loss": loss, "val_accuracy": n_correct / max(n_tokens, 1),
+            "val_perplexity": math.exp(min(loss, 50.0))}
+
+
+# -- the loop -----------------------------------------------------------------------------------------
+
+def _batchers(job: Prepared):
+    from tuneforge.train.batching import LengthGroupedBatcher
+
+    hp, pad_id = job.recipe.hparams, job.tokenizer.pad_token_id
+    pad_id = pad_id if pad_id is not None else job.tokenizer.eos_token_id
+    max_len = hp.cutoff_len if hp.packing else None
+    train = LengthGroupedBatcher(job.datasets["train"].examples, hp.batch_size, job.recipe.seed, pad_id,
+                                 packing=hp.packing, max_len=max_len)
+    val_examples = job.datasets["val"].examples
+    val = (list(LengthGroupedBatcher(val_examples, hp.batch_size, job.recipe.seed, pad_id).batches(0))
+           if val_examples else [])
+    return train, val
+
+
+def total_steps(recipe: Recipe, batches_per_epoch: int) -> int:
+    hp = recipe.hparams
+    if hp.max_steps:
+        return hp.max_steps
+    steps_per_epoch = math.ceil(batches_per_epoch / hp.grad_accum)
+    return max(1, math.ceil(float(hp.epochs) * steps_per_epoch))
+
+
+def _probe(model, job: Prepared, train_batcher, device, autocast) -> float | None:
+    """Time a few real steps with a throwaway optimizer; weights and RNG are restored afterwards."""
+    hp = job.recipe.hparams
+    batches = train_batcher.batches(0)
+    optimizer = build_optimizer(model, hp, float(hp.learning_rate))
+    scheduler = build_scheduler(optimizer, hp, 100)
+    cursor = [0]
+
+    def run_steps(n: int) -> None:
+        for _ in range(n):
+            i = cursor[0] % len(batches)
+            chunk = [batches[(i + k) % len(batches)] for k in range(hp.grad_accum)]
+            cursor[0] += hp.grad_accum
+            train_step(model, optimizer, scheduler, chunk, job.recipe, device, autocast)
+
+    per_step = pf.measure_step_time(model, run_steps, hp.probe_steps)
+    del optimizer, scheduler
+    return per_step
+
+
+def _preflight(run: RunContext, job: Prepared, model, train_batcher, steps: int, device, autocast) -> None:
+    hp = job.recipe.hparams
+    per_step = _probe(model, job, train_batcher, device, autocast) if hp.probe_steps else None
+    longest = max((len(e.input_ids) for e in job.datasets["train"].examples), default=0)
+    peak = pf.estimate_peak_memory(model, hp.optimizer, hp.batch_size, min(longest, hp.cutoff_len),
+                                   hp.gradient_checkpointing)
+    extra = {
+        "trainable params": f"{job.stats['trainable_params']:,} / {job.stats['total_params']:,}",
+        "optimizer steps": f"{steps:,} (batch {hp.batch_size} x accum {hp.grad_accum})",
+        "learning rate": f"{float(hp.learning_rate):g} ({hp.scheduler})",
+        "peak memory (est.)": pf.format_bytes(peak),
+    }
+    if per_step is not None:
+        extra["time (est.)"] = f"{pf.format_seconds(per_step * steps)} ({per_step:.2f}s/step measured)"
+        job.stats["probe_s_per_step"] = round(per_step, 4)
+    job.stats["peak_memory_estimate_bytes"] = peak
+    run.console.print(pf.summary_table(job.stats, extra))
+
+
+def train_loop(run: RunContext, job: Prepared, stop_hook: StopHook | None = None) -> RunResult:
+    recipe, hp = job.recipe, job.recipe.hparams
+    model = setup_model(run, job)
+    device = _device(model)
+    autocast = _autocast(recipe, device)
+    train_batcher, val_batches = _batchers(job)
+    steps = total_steps(recipe, train_batcher.num_batches(0))
+    _preflight(run, job, model, train_batcher, steps, device, autocast)
+    optimizer = build_optimizer(model, hp, float(hp.learning_rate))
+    scheduler = build_scheduler(optimizer, hp, steps)
+    state = TrainState()
+    if run.resume_from is not None:
+        state = TrainState(**ckpt.load_checkpoint(run.resume_from, model, optimizer, scheduler)["train"])
+        truncate_metrics(run.metrics_path, state.global_step)
+        run.console.print(f"resumed from {run.resume_from} (step {state.global_step}, epoch {state.epoch})")
+    started = time.perf_counter()
+    outcome = "finished"
+    with Monitor(run, steps, state.global_step) as mon:
+        outcome = _epochs(run, job, model, optimizer, scheduler, train_batcher, val_batches, state, steps,
+                          mon, device, autocast, stop_hook)
+    elapsed = time.perf_counter() - started
+    job.stats["train_seconds"] = round(elapsed, 2)
+    if outcome == "stopped":
+        return _result(run, job, state, "stopped", None)
+    best = run.run_dir / "checkpoints" / ckpt.BEST
+    if hp.early_stopping_patience and ckpt.is_valid(best) and state.best_step != state.global_step:
+        ckpt.load_checkpoint(best, model, restore_random=False)
+        run.console.print(f"restored the best weights (step {state.best_step}, val loss {state.best_val_loss:.4f})")
+    final = save_final(model, job.tokenizer, run.final_dir)
+    run.console.print(f"saved {final}")
+    return _result(run, job, state, "finished", final)
+
+
+def _result(run: RunContext, job: Prepared, state: TrainState, status: str, final: Path | None) -> RunResult:
+    return RunResult(run_dir=run.run_dir, final_dir=final, status=status, best_val_loss=state.best_val_loss,
+                     best_step=state.best_step, steps=state.global_step, train_loss=state.last_train_loss,
+                     val_loss=state.last_val_loss, stats=job.stats, recipe=job.recipe)
+
+
+def _epochs(run, job, model, optimizer, scheduler, train_batcher, val_batches, state: TrainState, steps: int,
+            mon: Monitor, device, autocast, stop_hook) -> str:
+    """Run optimizer steps until `steps`, early stopping or the stop hook. Returns finished/stopped."""
+    recipe, hp = job.recipe, job.recipe.hparams
+    while state.global_step < steps:
+        batches = train_batcher.batches(state.epoch)
+        end = min(state.batch_index + hp.grad_accum, len(batches))
+        chunk = [batches[i] for i in range(state.batch_index, end)]
+        t0 = time.perf_counter()
+        loss, n_input = train_step(model, optimizer, scheduler, chunk, recipe, device, autocast)
+        lr = max(g["lr"] for g in optimizer.param_groups)
+        check_finite(loss, state.global_step + 1, float(hp.learning_rate))
+        speed = n_input / max(time.perf_counter() - t0, 1e-9)
+        state.global_step += 1
+        state.batch_index = end
+        state.tokens_seen += n_input
+        state.last_train_loss = loss
+        epoch_done = state.batch_index >= len(batches)
+        mon.log({"step": state.global_step, "epoch": round(state.epoch + end / len(batches), 4),
+                 "train_loss": loss, "lr": lr, "tokens_per_s": round(speed, 1)})
+        mon.advance(state.global_step, loss, lr, speed)
+        if epoch_done:
+            state.epoch += 1
+            state.batch_index = 0
+        last = state.global_step >= steps
+        stop_early = False
+        if val_batches and (epoch_done or last or (hp.eval_every and state.global_step % hp.eval_every == 0)):
+            stop_early = _evaluate(run, model, val_batches, recipe, state, mon, device, autocast)
+        if (hp.save_every and state.global_step % hp.save_every == 0) or (epoch_done and hp.save_each_epoch):
+            _save(run, model, optimizer, scheduler, state)
+        if stop_early:
+            mon.print(f"early stopping at step {state.global_step}: no val-loss improvement in "
+                      f"{hp.early_stopping_patience} evaluation(s)")
+            return "finished"
+        if stop_hook is not None and not last and stop_hook(state.global_step):
+            _save(run, model, optimizer, scheduler, state)
+            mon.print(f"stopped at step {state.global_step}; continue with resume: auto")
+            return "stopped"
+    return "finished"
+
+
+def _evaluate(run, model, val_batches, recipe, state: TrainState, mon: Monitor, device, autocast) -> bool:
+    """Validate, track the best (saved as checkpoints/best), and say whether early stopping triggers."""
+    hp = recipe.hparams
+    metrics = evaluate_loss(model, val_batches, recipe, device, autocast)
+    state.last_val_loss = metrics["val_loss"]
+    mon.log({"step": state.global_step, **metrics})
+    mon.print(f"step {state.global_step}: val loss {metrics['val_loss']:.4f}, "
+              f"token accuracy {metrics['val_accuracy']:.3f}, perplexity {metrics['val_perplexity']:.2f}")
+    if state.best_val_loss is None or metrics["val_loss"] < state.best_val_loss - hp.early_stopping_min_delta:
+        state.best_val_loss, state.best_step, state.bad_evals = metrics["val_loss"], state.global_step, 0
+        ckpt.save_checkpoint(run.run_dir, ckpt.BEST, model, {"train": asdict(state)})
+        return False
+    state.bad_evals += 1
+    return bool(hp.early_stopping_patience and state.bad_evals >= hp.early_stopping_patience)
+
+
+def _save(run: RunContext, model, optimizer, scheduler, state: TrainState) -> Path:
+    name = f"step-{state.global_step:07d}"
+    return ckpt.save_checkpoint(run.run_dir, name, model, {"train": asdict(state)}, optimizer, scheduler,
+                                keep_last=run.recipe.hparams.keep_last)
+
+
+def save_final(model, tokenizer, final_dir: Path) -> Path:
+    """Hugging Face format (adapter only for peft models) + tokenizer, written beside and renamed in."""
+    import shutil
+
+    final_dir = Path(final_dir)
+    tmp = final_dir.with_name(final_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    tmp.rename(final_dir)
+    return final_dir
