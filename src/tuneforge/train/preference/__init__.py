@@ -1,0 +1,64 @@
+"""Preference training and RLHF: reward models, DPO / ORPO / KTO (TRL trainers) and PPO.
+
+    from tuneforge.train import train
+    result = train(load_recipe("examples/dpo.yaml"))     # method.objective: reward | dpo | orpo | kto | ppo
+
+`run(recipe, run)` is what `tuneforge.train.train` calls with a started run folder; it writes metrics.jsonl,
+the loss plot, checkpoints (<run>/checkpoints, HF Trainer layout) and the final weights (<run>/final),
+and returns a `RunResult` whose `stats` hold the objective's measured effect (e.g. held-out preference
+accuracy before/after DPO, the reward model's pairwise accuracy, PPO's mean reward first/last).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuneforge.config.recipe import Recipe
+    from tuneforge.train.runfolder import RunContext, RunResult
+
+__all__ = ["run"]
+
+
+def run(recipe: "Recipe", run: "RunContext") -> "RunResult":
+    from tuneforge.config.recipe import dump_recipe
+    from tuneforge.errors import ConfigError
+    from tuneforge.train.runfolder import RunResult
+
+    objective = recipe.method.objective
+    if objective == "reward":
+        from tuneforge.train.preference.reward import train_reward as trainer
+    elif objective in ("dpo", "orpo", "kto"):
+        from tuneforge.train.preference.dpo import train_dpo_family as trainer
+    elif objective == "ppo":
+        from tuneforge.train.preference.ppo import train_ppo as trainer
+    else:
+        raise ConfigError(f"method.objective={objective} is not a preference objective")
+    stats: dict[str, Any] = trainer(recipe, run)
+    resolved = stats.pop("recipe", recipe)
+    dump_recipe(resolved, run.run_dir / "recipe.yaml")  # `auto` values replaced by what was used
+    rejected = stats.pop("rejected_rows", [])
+    if rejected:
+        _write_rejected(rejected, run.run_dir / "rejected.jsonl")
+    for key, value in stats.pop("auto", {}).items():
+        run.console.print(f"[dim]auto: {key} = {value}[/dim]")
+    stopped = bool(stats.pop("stopped", False))
+    return RunResult(
+        run_dir=run.run_dir,
+        final_dir=run.final_dir if run.final_dir.is_dir() else None,
+        status="stopped" if stopped else "finished",
+        steps=int(stats.get("steps", 0)),
+        train_loss=stats.get("train_loss"),
+        val_loss=stats.get("val_loss"),
+        stats=stats,
+        recipe=resolved,
+    )
+
+
+def _write_rejected(issues, path) -> None:
+    import json
+    from dataclasses import asdict
+
+    with open(path, "w", encoding="utf-8") as fh:
+        for issue in issues:
+            fh.write(json.dumps(asdict(issue), ensure_ascii=False) + "\n")

@@ -1,0 +1,227 @@
+"""What the preference trainers share: model loading (incl. `init_from_run`), TRL arguments from the recipe,
+the bridge from TRL's logs to the run's Monitor (metrics.jsonl, loss plot, progress), resume, final save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config.recipe import Recipe
+from tuneforge.errors import ConfigError, ModelError
+from tuneforge.train.runfolder import RunContext
+
+# `learning_rate: auto` for preference objectives: an order of magnitude below SFT, where the DPO/KTO papers
+# and TRL's examples train (preference losses saturate fast; SFT rates wreck the reference anchor).
+PREFERENCE_LR = {
+    ("reward", "lora"): 1e-4, ("reward", "full"): 1e-5, ("reward", "freeze"): 2e-5,
+    ("dpo", "lora"): 5e-5, ("dpo", "full"): 1e-6, ("dpo", "freeze"): 5e-6,
+    ("ppo", "lora"): 5e-5, ("ppo", "full"): 1e-6, ("ppo", "freeze"): 5e-6,
+}
+
+
+def resolve_hparams(recipe: Recipe, n_train: int) -> tuple[Recipe, dict[str, object]]:
+    """Replace `auto` values (preference learning rates first, then the engine's own rules)."""
+    from tuneforge.train.auto import resolve_auto
+
+    recipe = recipe.model_copy(deep=True)
+    chosen: dict[str, object] = {}
+    objective = "dpo" if recipe.method.objective in ("dpo", "orpo", "kto") else recipe.method.objective
+    key = (objective, recipe.method.type)
+    if recipe.hparams.learning_rate == "auto" and key in PREFERENCE_LR:
+        recipe.hparams.learning_rate = PREFERENCE_LR[key]
+        chosen["hparams.learning_rate"] = recipe.hparams.learning_rate
+    recipe, more = resolve_auto(recipe, n_train)
+    return recipe, {**chosen, **more}
+
+
+def init_run_folder(path: str) -> Path:
+    """The folder holding the weights of a previous run: `<run>/final`, or the path itself."""
+    folder = Path(path).expanduser()
+    if (folder / "final").is_dir():
+        folder = folder / "final"
+    if not folder.is_dir():
+        raise ConfigError(f"model.init_from_run: {path}: not a run folder or a saved model/adapter folder")
+    if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
+        raise ConfigError(f"model.init_from_run: {folder}: no adapter_config.json or config.json inside "
+                          "(did the run finish? its weights are saved in <run>/final)")
+    return folder
+
+
+def load_policy(recipe: Recipe):
+    """(model, tokenizer) to train: the base model with the recipe's method applied, or, with
+    `init_from_run`, the earlier run's weights. An earlier LoRA adapter is loaded *trainable* and kept:
+    DPO then continues it, and TRL copies it as the frozen reference (the SFT model)."""
+    from tuneforge.models import load_model
+    from tuneforge.train.methods import apply_method, check_method_supported
+
+    check_method_supported(recipe.method)
+    init = recipe.model.init_from_run
+    if not init:
+        model, tokenizer = load_model(recipe.model, head="causal_lm")
+        return apply_method(model, tokenizer, recipe.method, recipe.hparams), tokenizer
+    folder = init_run_folder(init)
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model, tokenizer = load_model(recipe.model, head="causal_lm")
+        try:
+            model = PeftModel.from_pretrained(model, str(folder), is_trainable=True)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"model.init_from_run: {folder}: adapter does not fit {recipe.model.name_or_path}: "
+                             f"{str(exc).splitlines()[0]}") from None
+        return model, _tokenizer_from(folder, tokenizer)
+    model, tokenizer = load_model(recipe.model.model_copy(update={"name_or_path": str(folder)}), head="causal_lm")
+    return apply_method(model, tokenizer, recipe.method, recipe.hparams), tokenizer
+
+
+def _tokenizer_from(folder: Path, fallback):
+    """The earlier run's tokenizer when it saved one (it may carry a chat-template override)."""
+    if not (folder / "tokenizer_config.json").is_file():
+        return fallback
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def is_peft(model: Any) -> bool:
+    return model.__class__.__module__.startswith("peft.")
+
+
+def trl_args(config_cls, recipe: Recipe, run: RunContext, has_eval: bool, **extra: Any):
+    """A TRL `*Config` from the recipe's hparams; checkpoints go to <run>/checkpoints (HF Trainer layout)."""
+    hp = recipe.hparams
+    if hp.save_every:
+        save = {"save_strategy": "steps", "save_steps": hp.save_every}
+    else:
+        save = {"save_strategy": "epoch" if hp.save_each_epoch else "no"}
+    evals = {"eval_strategy": "no"}
+    if has_eval:
+        evals = {"eval_strategy": "steps", "eval_steps": hp.eval_every} if hp.eval_every else {"eval_strategy": "epoch"}
+    warmup = hp.warmup_steps if hp.warmup_steps is not None else hp.warmup_ratio
+    return config_cls(
+        output_dir=str(run.run_dir / "checkpoints"),
+        learning_rate=float(hp.learning_rate),
+        per_device_train_batch_size=hp.batch_size,
+        per_device_eval_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.grad_accum,
+        num_train_epochs=float(hp.epochs),
+        max_steps=hp.max_steps or -1,
+        lr_scheduler_type=hp.scheduler,
+        warmup_steps=warmup,
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm or 0.0,
+        optim={"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd", "rmsprop": "rmsprop",
+               "adafactor": "adafactor"}[hp.optimizer],
+        gradient_checkpointing=hp.gradient_checkpointing,
+        bf16=hp.dtype == "bf16",
+        max_length=hp.cutoff_len,
+        logging_steps=1,
+        save_total_limit=hp.keep_last,
+        seed=recipe.seed,
+        report_to=[],
+        disable_tqdm=True,  # the run's Monitor draws the progress bar
+        use_cpu=not _cuda(),
+        **save,
+        **evals,
+        **extra,
+    )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def monitor_callback(run: RunContext):
+    """A TrainerCallback writing TRL's logs to the run's Monitor as train_*/val_* rows."""
+    from transformers import TrainerCallback
+
+    from tuneforge.train.monitor import Monitor
+
+    class _ToMonitor(TrainerCallback):
+        def __init__(self) -> None:
+            self.monitor: Monitor | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.monitor = Monitor(run, state.max_steps, start_step=state.global_step).__enter__()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.monitor is None or not logs:
+                return
+            row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+            for key, value in logs.items():
+                if not isinstance(value, (int, float)) or key in ("epoch", "step"):
+                    continue
+                name = key.replace("/", "_")
+                if name.startswith("eval_"):
+                    name = "val_" + name[5:]
+                elif name == "loss":
+                    name = "train_loss"
+                elif name == "learning_rate":
+                    name = "lr"
+                elif not name.startswith("train_"):
+                    name = "train_" + name
+                row[name] = float(value)
+            self.monitor.log(row)
+            if "train_loss" in row:
+                self.monitor.advance(state.global_step, row["train_loss"], row.get("lr", 0.0), 0.0)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stop_hook = run.extras.get("stop_hook")
+            if stop_hook is not None and stop_hook(state.global_step):
+                control.should_save = True  # a checkpoint to resume from
+                control.should_training_stop = True
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.monitor is not None:
+                self.monitor.close()
+                self.monitor = None
+
+    return _ToMonitor()
+
+
+def quiet_trainer(trainer) -> None:
+    """Drop HF's own printer (the Monitor prints progress); keep every other callback."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cls in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cls)
+
+
+def resume_checkpoint(recipe: Recipe, run: RunContext) -> str | None:
+    """An HF Trainer checkpoint to continue from: `resume: <path>`, or the newest one of this run/name."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = recipe.resume
+    if value in (False, "false", "no", "", None):
+        return None
+    candidates: list[Path] = []
+    if isinstance(value, str) and value not in ("auto", "true", "yes"):
+        path = Path(value)
+        if path.name.startswith("checkpoint-") and path.is_dir():
+            return str(path)
+        candidates = [path / "checkpoints", path]
+    else:
+        root = Path(recipe.output_dir)
+        runs = sorted(root.glob(f"{recipe.name}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        candidates = [p / "checkpoints" for p in runs]
+    for folder in candidates:
+        if folder.is_dir():
+            found = get_last_checkpoint(str(folder))
+            if found:
+                return found
+    if value in (True, "true", "yes") or (isinstance(value, str) and value not in ("auto",)):
+        raise ConfigError(f"resume: {value}: no HF Trainer checkpoint (checkpoint-N) found for run {recipe.name!r}")
+    return None
+
+
+def save_final(trainer, tokenizer, run: RunContext) -> Path:
+    """Weights (adapter or full model) + tokenizer in <run>/final, loadable with `init_from_run`."""
+    final = run.final_dir
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    return final

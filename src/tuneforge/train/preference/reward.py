@@ -1,0 +1,101 @@
+"""Reward model: a sequence-classification head (one score) on the base model, trained with TRL's
+RewardTrainer (pairwise loss -log sigmoid(r_chosen - r_rejected)); reports pairwise accuracy on validation.
+
+For a decoder the head scores the last non-padding token; for an encoder, the pooled [CLS] output. The
+GGUF-derived SmolLM2 loads as LlamaForSequenceClassification from its converted HF folder (the backbone
+weights load, the `score` head starts fresh).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tuneforge.config.recipe import Recipe
+from tuneforge.errors import ModelError
+from tuneforge.train.preference import common
+from tuneforge.train.preference.data import load_preference_data, paired_rows, to_dataset
+from tuneforge.train.runfolder import RunContext
+
+HEAD_NAMES = ("score", "classifier")  # the freshly initialised head of *ForSequenceClassification
+
+
+def load_reward_model(recipe: Recipe):
+    """(model, tokenizer) with a one-output head; LoRA adapters use the SEQ_CLS task so the head trains too."""
+    from tuneforge.models import load_model
+    from tuneforge.train.methods import apply_method, check_method_supported
+
+    check_method_supported(recipe.method)
+    spec = recipe.model
+    if spec.init_from_run:
+        folder = common.init_run_folder(spec.init_from_run)
+        if (folder / "adapter_config.json").is_file():
+            raise ModelError("reward: model.init_from_run must point at a full model (an SFT adapter cannot "
+                             "be loaded under a classification head); merge it first or train the reward "
+                             "model from the base model")
+        spec = spec.model_copy(update={"name_or_path": str(folder)})
+    model, tokenizer = load_model(spec, head="sequence_classification", num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if recipe.method.type == "lora":
+        return _seq_cls_lora(model, recipe), tokenizer
+    model = apply_method(model, tokenizer, recipe.method, recipe.hparams)
+    for name, param in model.named_parameters():
+        if name.split(".")[0] in HEAD_NAMES:
+            param.requires_grad_(True)  # a fresh head must always learn
+    return model, tokenizer
+
+
+def _seq_cls_lora(model, recipe: Recipe):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = recipe.method.lora
+    peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                          target_modules=cfg.target_modules, use_rslora=cfg.use_rslora,
+                          use_dora=cfg.use_dora, task_type="SEQ_CLS")
+    return get_peft_model(model, peft_cfg)
+
+
+def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
+    from trl import RewardConfig, RewardTrainer
+
+    data = load_preference_data(recipe)
+    recipe, chosen = common.resolve_hparams(recipe, len(data.train))
+    model, tokenizer = load_reward_model(recipe)
+    val = to_dataset(paired_rows(data.val))
+    center = recipe.method.options.get("center_rewards_coefficient")
+    args = common.trl_args(RewardConfig, recipe, run, val is not None,
+                           center_rewards_coefficient=float(center) if center is not None else None)
+    trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
+                            train_dataset=to_dataset(paired_rows(data.train)), eval_dataset=val)
+    common.quiet_trainer(trainer)
+    trainer.add_callback(common.monitor_callback(run))
+    before = trainer.evaluate() if val is not None else {}
+    output = trainer.train(resume_from_checkpoint=common.resume_checkpoint(recipe, run))
+    after = trainer.evaluate() if val is not None else {}
+    final = common.save_final(trainer, tokenizer, run)
+    return {
+        "objective": "reward",
+        "train_examples": len(data.train), "val_examples": len(data.val), "rejected": len(data.rejected),
+        "train_loss": float(output.training_loss), "steps": int(output.global_step),
+        "val_pairwise_accuracy_before": before.get("eval_accuracy"),
+        "val_pairwise_accuracy_after": after.get("eval_accuracy"),
+        "val_margin_after": after.get("eval_margin"),
+        "val_loss": after.get("eval_loss"),
+        "auto": chosen, "final_dir": str(final), "rejected_rows": data.rejected, "recipe": recipe,
+        "stopped": trainer.state.global_step < trainer.state.max_steps,
+    }
+
+
+@torch.no_grad()
+def score_texts(model, tokenizer, texts: list[str], max_length: int = 512, batch_size: int = 8) -> list[float]:
+    """Scalar rewards for already-rendered texts (used by PPO with a trained reward model)."""
+    model.eval()
+    out: list[float] = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_length, add_special_tokens=False)
+        device = next(model.parameters()).device
+        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
+        out.extend(float(v) for v in logits[:, 0])
+    return out
