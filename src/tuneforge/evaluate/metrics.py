@@ -57,7 +57,8 @@ def resolve_metrics(names: Iterable[str] | None, task: str) -> list[str]:
 
 def unknown_metric_message(name: str) -> str:
     choices = list(ALL_METRICS) + list(METRIC_GROUPS)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    same_case = [c for c in choices if c.lower() == name.lower()]  # "rougel" -> "rougeL"
+    close = same_case or difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown metric {name!r}{hint} (choose from: {', '.join(choices)})"
 

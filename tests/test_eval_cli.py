@@ -1,0 +1,91 @@
+"""`tuneforge eval` / `tuneforge compare`: happy paths on the tiny model folder, one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tuneforge.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def test_file(tmp_path):
+    rows = [
+        {"instruction": "Classify the sentiment: I love this product.", "input": "", "output": "positive"},
+        {"instruction": "Classify the sentiment: this is terrible.", "input": "", "output": "negative"},
+    ] * 3
+    path = tmp_path / "test.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err
+    return err
+
+
+def test_eval_writes_report_and_predictions(tiny_model_dir, test_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(test_file), "--out", str(out),
+               "--max-new-tokens", "3", "--limit", "4"])
+    assert rc == 0, capsys.readouterr().err
+    rows = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(rows) == 4
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"][0]["task"] == "label" and "accuracy" in report["models"][0]["metrics"]
+    assert "report:" in capsys.readouterr().out
+
+
+def test_compare_accepts_space_separated_models(tiny_model_dir, test_file, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--models", str(tiny_model_dir), str(tiny_model_dir), "--data", str(test_file),
+               "--out", str(out), "--max-new-tokens", "2", "--limit", "4", "--metrics", "likelihood"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["models"]) == 2 and report["ranked_by"] == "loss"
+    assert "ranked by loss" in capsys.readouterr().out
+
+
+def test_missing_data_file(tiny_model_dir, tmp_path, capsys):
+    rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path / "nope.json")])
+    assert rc == 2
+    _one_line_error(capsys, "not found", "nope.json")
+
+
+def test_unknown_metric_suggests(tiny_model_dir, test_file, capsys):
+    rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(test_file), "--metrics", "rougel"])
+    assert rc == 2
+    _one_line_error(capsys, "unknown metric 'rougel'", "did you mean 'rougeL'")
+
+
+def test_model_and_run_are_exclusive(tiny_model_dir, test_file, capsys):
+    rc = main(["eval", "--data", str(test_file)])
+    assert rc == 2
+    _one_line_error(capsys, "exactly one of --model or --run")
+
+
+def test_unknown_model(test_file, tmp_path, capsys):
+    rc = main(["eval", "--model", str(tmp_path / "no-such-model"), "--data", str(test_file)])
+    assert rc == 2
+    _one_line_error(capsys)
+
+
+def test_compare_needs_candidates_and_valid_rank_metric(tiny_model_dir, test_file, capsys):
+    assert main(["compare", "--data", str(test_file)]) == 2
+    _one_line_error(capsys, "needs candidates")
+    assert main(["compare", "--models", str(tiny_model_dir), "--data", str(test_file), "--rank-by", "acc"]) == 2
+    _one_line_error(capsys, "unknown metric 'acc'")
