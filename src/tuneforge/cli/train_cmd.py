@@ -1,7 +1,59 @@
-"""CLI verbs for this stage; see register()."""
+"""`tuneforge train recipe.yaml` and `tuneforge runs`: thin layers over `tuneforge.train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
+from tuneforge.ui.console import console
+
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's verbs to the main app."""
+    """Add `train` and `runs` to the main app."""
+    app.command("train")(train_cmd)
+    app.command("runs")(runs_cmd)
+
+
+def train_cmd(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    set_: List[str] = typer.Option([], "--set", "-s", help="override a recipe value: key.sub=value (repeatable)"),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", help="auto (newest checkpoint of this run name), or a checkpoint/run folder"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print nothing but errors"),
+) -> None:
+    """Fine-tune a model as the recipe says; writes runs/<name>-<timestamp>/."""
+    from tuneforge.config.recipe import load_recipe
+    from tuneforge.train import train
+
+    overrides = list(set_)
+    if resume is not None:
+        overrides.append(f"resume={resume}")
+    result = train(load_recipe(recipe, overrides), quiet=quiet)
+    if not quiet:
+        best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "-"
+        console.print(f"{result.status}: {result.run_dir} (best val loss {best}, {result.steps} steps)")
+
+
+def runs_cmd(
+    directory: Path = typer.Option(Path("runs"), "--dir", help="folder holding run folders"),
+) -> None:
+    """List training runs with their status and best validation loss."""
+    from rich.table import Table
+
+    from tuneforge.train.runs import list_runs
+
+    runs = list_runs(directory)
+    if not runs:
+        console.print(f"no runs under {directory}/")
+        return
+    table = Table(show_header=True, header_style="bold")
+    for col in ("run", "status", "method", "model", "steps", "best val loss", "final"):
+        table.add_column(col, justify="right" if col in ("steps", "best val loss") else "left")
+    for r in runs:
+        best = f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-"
+        table.add_row(r.name, r.status, r.method, Path(r.model).name or r.model, str(r.steps), best,
+                      "yes" if r.final_dir else "no")
+    console.print(table)
