@@ -10,7 +10,7 @@ from tuneforge.config.base import Section
 from tuneforge.config.prepare import PrepareConfig
 
 DataFormat = Literal[
-    "auto", "alpaca", "sharegpt", "openai", "preference", "text", "labelled", "ranking"
+    "auto", "alpaca", "sharegpt", "openai", "preference", "text", "labelled", "ranking", "kto"
 ]
 
 
