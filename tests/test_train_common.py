@@ -21,6 +21,7 @@ def write_chat_data(path: Path, n: int = 12, answer: str | None = None) -> Path:
             {"role": "user", "content": f"Classify the sentiment: {PROMPTS[i % len(PROMPTS)]} {i}"},
             {"role": "assistant", "content": reply},
         ]})
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 

@@ -1,0 +1,142 @@
+"""The loop end to end: run folder, auto values, answer-only loss, early stopping, divergence, refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from test_train_common import make_recipe, write_chat_data
+from tuneforge.errors import DataError
+from tuneforge.train import train
+from tuneforge.train.monitor import TrainingDiverged
+from tuneforge.train.runfolder import read_status
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_folder_has_everything(tmp_path, tiny_model_dir):
+    recipe = make_recipe(tmp_path, tiny_model_dir, "hparams.learning_rate=auto", "hparams.epochs=auto",
+                         "data.val_ratio=0.25", "hparams.batch_size=4", "hparams.probe_steps=1",
+                         "hparams.report_to=[tensorboard]", n=20)
+    result = train(recipe, quiet=True)
+    run = result.run_dir
+    assert run.parent == tmp_path / "runs" and run.name.startswith("t-")
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert saved["hparams"]["learning_rate"] == 2e-4  # auto for LoRA
+    assert saved["hparams"]["epochs"] == 7.0  # 15 train examples: ceil(100 / 15) epochs
+    assert result.steps == 7 * 4  # 15 examples / batch 4 = 4 steps per epoch
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert {"packages", "data_files", "git_commit", "seed", "machine", "torch_threads"} <= set(manifest)
+    assert manifest["packages"]["torch"] == torch.__version__
+    assert len(next(iter(manifest["data_files"].values()))) == 64  # sha256
+    rows = _rows(run)
+    assert [r["step"] for r in rows if "train_loss" in r] == list(range(1, 29))
+    val_rows = [r for r in rows if "val_loss" in r]
+    assert len(val_rows) == 7  # one per epoch
+    assert all(math.isclose(r["val_perplexity"], math.exp(r["val_loss"]), rel_tol=1e-4) for r in val_rows)
+    assert result.best_val_loss == pytest.approx(min(r["val_loss"] for r in val_rows), abs=1e-6)
+    assert (run / "loss.png").stat().st_size > 1000
+    assert list((run / "tensorboard").glob("events.*"))
+    assert read_status(run) == "finished"
+    assert (run / "final" / "adapter_config.json").is_file()
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert result.stats["train"]["examples"] == 15 and result.stats["val"]["examples"] == 5
+    assert result.stats["probe_s_per_step"] > 0
+
+
+def test_answer_only_loss_ignores_prompt_tokens(tmp_path, tiny_model_dir):
+    """The first logged loss (before any update, whole set in one batch) equals HF's loss on answer labels."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.data.render import IGNORE_INDEX
+    from tuneforge.train.tokcache import tokenize_dataset
+    from tuneforge.data import read_source
+
+    losses = {}
+    for loss_on in ("answer", "all"):
+        recipe = make_recipe(tmp_path / loss_on, tiny_model_dir, f"hparams.loss_on={loss_on}", "hparams.max_steps=1",
+                             "method.type=full", "hparams.max_grad_norm=null")
+        result = train(recipe, quiet=True)
+        losses[loss_on] = _rows(result.run_dir)[0]["train_loss"]
+        tokens = result.stats["train"]["label_tokens"]
+        losses[loss_on + "_tokens"] = tokens
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    records = read_source(str(tmp_path / "answer" / "train.jsonl")).records
+    total, count = 0.0, 0
+    for ex in tokenize_dataset(records, tokenizer, 1024, "answer").examples:
+        ids, labels = torch.tensor([ex.input_ids]), torch.tensor([ex.labels])
+        n = int((labels[:, 1:] != IGNORE_INDEX).sum())
+        with torch.no_grad():
+            total += float(model(input_ids=ids, labels=labels).loss) * n
+        count += n
+        prompt_end = ex.labels.index(next(l for l in ex.labels if l != IGNORE_INDEX))
+        assert all(l == IGNORE_INDEX for l in ex.labels[:prompt_end]) and prompt_end > 5
+    assert losses["answer"] == pytest.approx(total / count, abs=1e-4)
+    assert losses["answer_tokens"] == count
+    assert losses["all_tokens"] > 5 * count  # all-token loss also trains the prompts
+
+
+def test_early_stopping_stops_and_restores_best(tmp_path, tiny_model_dir):
+    from tuneforge.train.runs import load_run_model
+    from tuneforge.train.sft import evaluate_loss
+    from tuneforge.train.batching import LengthGroupedBatcher
+    from tuneforge.train.tokcache import tokenize_dataset
+    from tuneforge.data import read_source
+
+    # Validation answers contradict training answers: val loss falls while the format is learnt, then rises.
+    train_file = write_chat_data(tmp_path / "train.jsonl", 12, answer="positive")
+    val_file = write_chat_data(tmp_path / "val.jsonl", 6, answer="negative")
+    recipe = make_recipe(tmp_path, tiny_model_dir, "method.type=full", "hparams.learning_rate=1e-2",
+                         "hparams.max_steps=30", "hparams.eval_every=1", "hparams.early_stopping_patience=2",
+                         "hparams.scheduler=constant",
+                         data=[{"path": str(train_file), "split": "train"}, {"path": str(val_file), "split": "val"}])
+    result = train(recipe, quiet=True)
+    vals = [r["val_loss"] for r in _rows(result.run_dir) if "val_loss" in r]
+    assert result.steps < 30 and result.best_step < result.steps
+    assert result.best_step == result.steps - 2 and vals.index(min(vals)) == result.best_step - 1
+    model, tokenizer = load_run_model(result.run_dir)
+    examples = tokenize_dataset(read_source(str(val_file)).records, tokenizer, 1024, "answer").examples
+    batches = LengthGroupedBatcher(examples, 16, 0, tokenizer.pad_token_id).batches(0)
+    reloaded = evaluate_loss(model, batches, recipe, torch.device("cpu"), __import__("contextlib").nullcontext)
+    assert reloaded["val_loss"] == pytest.approx(result.best_val_loss, abs=1e-5)  # best weights were kept
+
+
+def test_divergence_stops_with_step_and_hint(tmp_path, tiny_model_dir):
+    recipe = make_recipe(tmp_path, tiny_model_dir, "method.type=full", "hparams.optimizer=sgd",
+                         "hparams.learning_rate=1e12", "hparams.max_grad_norm=null", "hparams.max_steps=20",
+                         "hparams.save_every=1")
+    with pytest.raises(TrainingDiverged, match=r"step \d+.*lower learning rate") as err:
+        train(recipe, quiet=True)
+    run = next((tmp_path / "runs").iterdir())
+    assert read_status(run) == "failed"
+    step = int(str(err.value).split("step ")[1].split(":")[0])
+    from tuneforge.train.checkpoint import latest_checkpoint
+
+    if step > 1:  # the checkpoint of the last good step survives
+        assert latest_checkpoint(run).name == f"step-{step - 1:07d}"
+
+
+def test_too_few_examples_and_early_stopping_without_val_are_refused(tmp_path, tiny_model_dir):
+    with pytest.raises(DataError, match="only 6 usable training example.*at least 10"):
+        train(make_recipe(tmp_path, tiny_model_dir, n=6), quiet=True)
+    with pytest.raises(DataError, match="validation split is empty"):
+        train(make_recipe(tmp_path, tiny_model_dir, "hparams.early_stopping_patience=2"), quiet=True)
+    assert not list((tmp_path / "runs").glob("t-*"))  # refused before a run folder was made
+
+
+def test_text_records_need_pretrain_objective(tmp_path, tiny_model_dir):
+    text = tmp_path / "raw.jsonl"
+    text.write_text("".join(json.dumps({"text": f"The quick brown fox jumps {i} times."}) + "\n" for i in range(12)))
+    with pytest.raises(DataError, match="objective=pretrain"):
+        train(make_recipe(tmp_path, tiny_model_dir, data=[{"path": str(text)}]), quiet=True)
+    result = train(make_recipe(tmp_path, tiny_model_dir, "method.objective=pretrain", "method.type=full",
+                               "hparams.learning_rate=3e-3", data=[{"path": str(text)}]), quiet=True)
+    losses = [r["train_loss"] for r in _rows(result.run_dir) if "train_loss" in r]
+    assert losses[-1] < losses[0] - 0.1
