@@ -104,3 +104,17 @@ def test_packed_and_unpacked_logits_agree(tiny_tokenizer, tiny_model):
                     torch.testing.assert_close(logits[r, pos : pos + n], alone, atol=1e-4, rtol=1e-4)
                     pos += n
     assert n_rows > 0  # some rows really held several examples
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_split_into_micro_batches_keeps_every_row(packing):
+    examples = make_examples(16)
+    batcher = LengthGroupedBatcher(examples, batch_size=8, seed=0, pad_id=PAD, packing=packing, max_len=80)
+    for batch in batcher.batches(0):
+        parts = batch.split(max_tokens=60)
+        assert [i for p in parts for i in row_examples(p)] == row_examples(batch)
+        assert sum(p.n_tokens for p in parts) == batch.n_tokens
+        assert sum(p.n_label_tokens for p in parts) == batch.n_label_tokens
+        for part in parts:
+            assert part.input_ids.numel() <= 60 or part.input_ids.shape[0] == 1
+            assert part.input_ids.shape[1] == max(part.row_lengths())  # re-trimmed to its longest row

@@ -86,3 +86,18 @@ def test_lora_model_matches_and_prompt_tuning_falls_back(tiny_tokenizer, tiny_mo
     out.loss.backward()
     assert out.n_tokens == batch.n_label_tokens and torch.isfinite(out.loss)
     assert any(p.grad is not None for p in prompt.parameters() if p.requires_grad)
+
+
+def test_micro_batches_give_the_batch_gradient(tiny_tokenizer, tiny_model):
+    examples = make_examples(8, vocab=len(tiny_tokenizer), max_len=30)
+    batch = LengthGroupedBatcher(examples, 8, 0, tiny_tokenizer.pad_token_id).batches(0)[0]
+    model = tiny_model.train()
+    causal_lm_loss(model, batch).loss.backward()
+    expected = grads(model)
+    model.zero_grad()
+    parts = batch.split(max_tokens=40)
+    assert len(parts) > 2
+    for part in parts:
+        (causal_lm_loss(model, part).loss_sum / batch.n_label_tokens).backward()
+    for name, grad in grads(model).items():
+        torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)

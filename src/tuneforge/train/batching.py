@@ -50,6 +50,37 @@ class Batch:
             out["position_ids"] = self.position_ids
         return out
 
+    def row_lengths(self) -> list[int]:
+        if self.seq_lens is not None:
+            return [sum(row) for row in self.seq_lens]
+        return self.attention_mask.sum(1).tolist()
+
+    def split(self, max_tokens: int) -> list[Batch]:
+        """Micro-batches of whole rows with at most max_tokens padded tokens each (at least one row).
+
+        Summing `loss_sum` over the micro-batches and dividing by this batch's label count gives exactly
+        the batch loss and gradient, while activations only exist for one micro-batch at a time and each
+        micro-batch is padded to its own longest row (rows come sorted by length, so padding shrinks too).
+        """
+        lengths = self.row_lengths()
+        groups: list[list[int]] = [[]]
+        for r, n in enumerate(lengths):
+            rows = groups[-1] + [r]
+            if groups[-1] and len(rows) * max(lengths[i] for i in rows) > max_tokens:
+                groups.append([r])
+            else:
+                groups[-1] = rows
+        return [self._select(rows, max(lengths[i] for i in rows)) for rows in groups]
+
+    def _select(self, rows: list[int], width: int) -> Batch:
+        index = torch.tensor(rows)
+        mask = self.attention_mask[index]
+        mask = mask[:, :, :width, :width] if mask.dim() == 4 else mask[:, :width]
+        pick = lambda t: None if t is None else t[index, :width]  # noqa: E731
+        seq_lens = None if self.seq_lens is None else [self.seq_lens[r] for r in rows]
+        example_ids = None if self.example_ids is None else [self.example_ids[r] for r in rows]
+        return Batch(pick(self.input_ids), mask, pick(self.labels), pick(self.position_ids), seq_lens, example_ids)
+
     def to(self, device) -> Batch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.labels),

@@ -47,11 +47,12 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + chunk_size]
             y = targets[start : start + chunk_size]
             logits = F.linear(h, weight, bias).float()
-            loss += F.cross_entropy(logits, y, reduction="sum")
+            lse = torch.logsumexp(logits, -1)
+            loss += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
             correct += (logits.argmax(-1) == y).sum()
             if need_h or need_w or need_b:
-                # d(sum CE)/d(logits) = softmax - onehot, computed in place on the chunk's logits
-                grad = logits.softmax(-1)
+                # d(sum CE)/d(logits) = softmax - onehot, computed in place: one chunk x V buffer
+                grad = logits.sub_(lse[:, None]).exp_()
                 grad[torch.arange(len(y), device=y.device), y] -= 1.0
                 if need_h:
                     grad_h[start : start + chunk_size] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
