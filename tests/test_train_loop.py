@@ -140,3 +140,15 @@ def test_text_records_need_pretrain_objective(tmp_path, tiny_model_dir):
                                "hparams.learning_rate=3e-3", data=[{"path": str(text)}]), quiet=True)
     losses = [r["train_loss"] for r in _rows(result.run_dir) if "train_loss" in r]
     assert losses[-1] < losses[0] - 0.1
+
+
+def test_before_after_evaluation_on_the_test_split(tmp_path, tiny_model_dir):
+    recipe = make_recipe(tmp_path, tiny_model_dir, "data.test_ratio=0.25", "hparams.max_steps=3",
+                         "method.type=full", "hparams.learning_rate=3e-3", "eval.metrics=[loss, exact_match]",
+                         "eval.max_new_tokens=3", n=16)
+    result = train(recipe, quiet=True)
+    before, after = result.stats["test_before"], result.stats["test_after"]
+    assert {"loss", "exact_match"} <= set(before) and set(before) == set(after)
+    assert after["loss"] < before["loss"]  # the same 4 held-out examples, scored before and after training
+    report = json.loads((result.run_dir / "eval" / "report.json").read_text())
+    assert "after" in json.dumps(report) and "before" in json.dumps(report)

@@ -84,3 +84,18 @@ def test_cli_train_and_runs(tmp_path, tiny_model_dir, capsys):
         assert "nearest CPU alternative is method.type=lora" in capsys.readouterr().err
     assert main(["runs", "--dir", str(tmp_path / "none")]) == 0
     assert "no runs" in capsys.readouterr().out
+
+
+def test_init_from_run_continues_the_adapter(two_runs, tmp_path, tiny_model_dir):
+    import json
+
+    _, lora, _ = two_runs
+    first = [json.loads(x)["train_loss"] for x in (lora.run_dir / "metrics.jsonl").read_text().splitlines()
+             if "train_loss" in x]
+    again = train(make_recipe(tmp_path, tiny_model_dir, f"model.init_from_run={lora.run_dir}",
+                              "data.val_ratio=0.2", "hparams.max_steps=1", "name=again"), quiet=True)
+    row = json.loads((again.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["train_loss"] < first[0] - 0.01  # starts from the trained adapter, not a fresh one
+    merged = train(make_recipe(tmp_path, tiny_model_dir, f"model.init_from_run={lora.run_dir}", "method.type=full",
+                               "hparams.max_steps=1", "name=merged"), quiet=True)
+    assert (merged.final_dir / "config.json").is_file()

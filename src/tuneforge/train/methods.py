@@ -52,6 +52,8 @@ def apply_method(model: nn.Module, tokenizer: Any, method: MethodConfig, hparams
     """Set dropout overrides, then make exactly the method's parameters trainable. Returns the model to train."""
     apply_dropout_overrides(model, hparams)
     kind = method.type
+    if is_adapter_model(model):  # an adapter continued from an earlier run (model.init_from_run), loaded trainable
+        return model
     if kind == "full":
         for param in model.parameters():
             param.requires_grad_(True)
@@ -252,6 +254,8 @@ def load_for_training(model_cfg: Any, method: MethodConfig) -> tuple[nn.Module, 
     """(model, tokenizer): fp32 master weights (bf16 runs use autocast), or 4-bit for QLoRA."""
     if method.type == "qlora":
         return load_quantized(model_cfg)
+    if model_cfg.init_from_run:
+        return load_from_run(model_cfg, method)
     from tuneforge.models import load_model
 
     dtype = None if model_cfg.dtype != "auto" else "fp32"
@@ -273,3 +277,46 @@ def load_quantized(model_cfg: Any) -> tuple[nn.Module, Any]:
         trust_remote_code=model_cfg.trust_remote_code, dtype=compute,
     )
     return model, tokenizer
+
+
+def load_from_run(model_cfg: Any, method: MethodConfig) -> tuple[nn.Module, Any]:
+    """Incremental training: start from an earlier run's final weights.
+
+    A LoRA/prompt adapter is loaded trainable and continued when this run uses the same kind of method;
+    a LoRA adapter is merged into the base when this run trains the model itself (full/freeze).
+    """
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from tuneforge.models import load_model
+    from tuneforge.train.runs import resolve_run
+
+    folder = Path(model_cfg.init_from_run)
+    if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
+        info = resolve_run(folder)
+        if info.final_dir is None:
+            raise ConfigError(f"model.init_from_run: {folder}: the run has no final model (status {info.status})")
+        folder = info.final_dir
+    base_cfg = model_cfg.model_copy(update={"init_from_run": None})
+    if not (folder / "adapter_config.json").is_file():
+        model, _ = load_model(base_cfg.model_copy(update={"name_or_path": str(folder)}), dtype="fp32")
+        return model, AutoTokenizer.from_pretrained(str(folder))
+    import json
+
+    from peft import PeftModel
+
+    saved_type = json.loads((folder / "adapter_config.json").read_text()).get("peft_type", "")
+    base, _ = load_model(base_cfg, dtype="fp32")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    same = {"LORA": ("lora", "qlora"), "PROMPT_TUNING": ("prompt_tuning",), "P_TUNING": ("p_tuning",),
+            "PREFIX_TUNING": ("prefix_tuning",)}.get(saved_type, ())
+    if method.type in same:
+        return PeftModel.from_pretrained(base, str(folder), is_trainable=True), tokenizer
+    if saved_type == "LORA" and method.type in ("full", "freeze"):
+        return PeftModel.from_pretrained(base, str(folder)).merge_and_unload(), tokenizer
+    raise ConfigError(
+        f"model.init_from_run: {folder} holds a {saved_type} adapter, which method.type={method.type} cannot "
+        f"continue; allowed: {', '.join(same) or 'the same method'}"
+        + (" or full/freeze (the LoRA is merged first)" if saved_type == "LORA" else "")
+    )

@@ -53,6 +53,7 @@ class Prepared:
     tokenizer: Any
     datasets: dict[str, Any]  # split -> TokenizedDataset
     stats: dict[str, Any]
+    test_records: list[Any]  # for the before/after evaluation
 
 
 # -- setup --------------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def prepare(recipe: Recipe, console: Console) -> tuple[Prepared, list[str]]:
     stats["torch_threads"] = threads
     stats["test_records"] = len(splits.test)
     data_files = [r.source for r in results]
-    return Prepared(resolved, model, tokenizer, datasets, stats), data_files
+    return Prepared(resolved, model, tokenizer, datasets, stats, splits.test), data_files
 
 
 def tokenize_splits(splits: pf.Splits, tokenizer: Any, recipe: Recipe) -> dict[str, Any]:
@@ -278,6 +279,9 @@ def _preflight(run: RunContext, job: Prepared, model, train_batcher, steps: int,
 
 def train_loop(run: RunContext, job: Prepared, stop_hook: StopHook | None = None) -> RunResult:
     recipe, hp = job.recipe, job.recipe.hparams
+    before = None
+    if _compare_on_test(job) and run.resume_from is None:
+        before = evaluate_test(job.model, job, run, "before")
     model = setup_model(run, job)
     device = _device(model)
     autocast = _autocast(recipe, device)
@@ -306,7 +310,48 @@ def train_loop(run: RunContext, job: Prepared, stop_hook: StopHook | None = None
         run.console.print(f"restored the best weights (step {state.best_step}, val loss {state.best_val_loss:.4f})")
     final = save_final(model, job.tokenizer, run.final_dir)
     run.console.print(f"saved {final}")
+    if _compare_on_test(job):
+        after = evaluate_test(model, job, run, "after")
+        _report_before_after(run, job, before, after)
     return _result(run, job, state, "finished", final)
+
+
+# -- before/after on the test split (evaluation engine) ----------------------------------------------
+
+def _compare_on_test(job: Prepared) -> bool:
+    return bool(job.test_records) and job.recipe.eval.before_after and job.recipe.method.objective == "sft"
+
+
+def evaluate_test(model, job: Prepared, run: RunContext, name: str):
+    from tuneforge.evaluate.api import evaluate_model
+
+    cfg = job.recipe.eval
+    records = job.test_records[: cfg.max_examples] if cfg.max_examples else job.test_records
+    with run.console.status(f"evaluating the {name} model on {len(records)} test example(s)"):
+        result = evaluate_model(
+            model, job.tokenizer, records, cfg.metrics, max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size, labels=cfg.labels,
+            cutoff_len=job.recipe.hparams.cutoff_len, name=name, run_dir=run.run_dir,
+        )
+    job.stats[f"test_{name}"] = result.metrics
+    return result
+
+
+def _report_before_after(run: RunContext, job: Prepared, before, after) -> None:
+    from rich.table import Table
+
+    from tuneforge.evaluate.report import write_eval_report
+
+    results = [after] + ([before] if before is not None else [])
+    report = write_eval_report(results, run.run_dir / "eval", run_dir=run.run_dir)
+    table = Table(title="test split: before -> after", title_justify="left")
+    table.add_column("metric")
+    for r in results[::-1]:
+        table.add_column(r.name, justify="right")
+    for metric in after.metrics:
+        table.add_row(metric, *(f"{r.metrics.get(metric, float('nan')):.4g}" for r in results[::-1]))
+    run.console.print(table)
+    run.console.print(f"report: {report}")
 
 
 def _result(run: RunContext, job: Prepared, state: TrainState, status: str, final: Path | None) -> RunResult:
