@@ -114,3 +114,29 @@ def test_minilm_embeddings_separate_shifted_prompts(tmp_path):
     db = make_db(tmp_path / "real.sqlite", [shifted_prompt(rng) for _ in range(30)])
     report = compute_drift(run, db, encoder="minilm")
     assert report["domain"]["features"] == "minilm-l6" and report["domain"]["status"] == "warn"
+
+
+def test_serving_a_run_folder_and_drift_route(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """A run whose final/ is an adapter is served under the run's name; /v1/drift compares its data."""
+    import httpx
+    from test_serve_api import make_adapter
+
+    from tuneforge.serve.launch import BackgroundServer, build_app
+
+    run = make_run(tmp_path)
+    recipe = {"name": "run", "model": {"name_or_path": str(tiny_model_dir)},
+              "data": {"sources": [{"path": str(tmp_path / "train.jsonl")}]}}
+    dump_recipe(parse_recipe(recipe), run / "recipe.yaml")
+    make_adapter(tiny_model_dir, run / "final", 3)
+    tiny_tokenizer.save_pretrained(run / "final")
+    app = build_app(str(run), db=tmp_path / "fb.sqlite", max_tokens_cap=16, threads=1)
+    with BackgroundServer(app) as url:
+        assert [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]] == [str(tiny_model_dir), "run-1"]
+        rng = random.Random(6)
+        for _ in range(12):
+            r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+                "model": "run-1", "max_tokens": 2, "messages": [{"role": "user", "content": shifted_prompt(rng)}]})
+            assert r.status_code == 200, r.text
+        report = httpx.get(url + "/v1/drift", params={"window": 50, "encoder": "tfidf"}, timeout=120).json()
+    assert report["served_prompts"] == 12 and report["train_prompts"] == 150
+    assert report["length"]["status"] == "warn" and report["domain"]["features"] == "tfidf"

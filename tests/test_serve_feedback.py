@@ -21,7 +21,7 @@ from tuneforge.serve.launch import free_port
 def test_feedback_survives_sigkill(tiny_model_dir, tmp_path):
     db, port = tmp_path / "fb.sqlite", free_port()
     code = (f"from tuneforge.cli import main; main(['serve', {str(tiny_model_dir)!r}, '--port', '{port}', "
-            f"'--db', {str(db)!r}])")
+            f"'--db', {str(db)!r}, '--threads', '1'])")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

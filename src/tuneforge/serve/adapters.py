@@ -21,67 +21,81 @@ class ServedModel:
     tokenizer: Any
     base_name: str
     adapters: "AdapterSet"
-    default: str  # the `model` name used when a request names none we know of... (never: we 404)
+    default: str  # the model name a run is served under (its adapter), else the base
     run_dir: Path | None = None
     initial_adapters: dict[str, str] = field(default_factory=dict)
-
-
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "final").is_dir() and (
-        (path / "recipe.yaml").is_file() or (path / "manifest.json").is_file()
-    )
 
 
 def is_adapter_dir(path: Path) -> bool:
     return path.is_dir() and (path / "adapter_config.json").is_file()
 
 
-def _load_base(spec: Any):
+def _load_base(spec: Any, tokenizer_dir: Path | None = None):
     from tuneforge.models import load_model
 
     model, tokenizer = load_model(spec)
+    if tokenizer_dir is not None and (tokenizer_dir / "tokenizer_config.json").is_file():
+        # A run saves the tokenizer it trained with (chat template included): serve with that one.
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
 
 
-def _run_base_spec(run_dir: Path, adapter_dir: Path) -> Any:
-    """The base model of a run's adapter: the run's recipe `model` section, else the adapter's own record."""
-    recipe_path = run_dir / "recipe.yaml"
-    if recipe_path.is_file():
-        from tuneforge.config.recipe import load_recipe
-
-        return load_recipe(recipe_path).model
+def _adapter_base(adapter_dir: Path) -> str:
     base = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base:
-        raise ModelError(f"{run_dir}: no recipe.yaml and the adapter names no base model")
+        raise ModelError(f"{adapter_dir}: the adapter names no base model; serve the base with --adapter NAME=PATH")
     return base
 
 
+def _find_run(target: str, path: Path):
+    """The RunInfo when `target` is a run folder or a run name under ./runs, else None."""
+    from tuneforge.models import ALIASES
+    from tuneforge.train.runs import resolve_run
+
+    if path.is_dir() and (path / "recipe.yaml").is_file():
+        return resolve_run(path)
+    if path.exists() or target in ALIASES:
+        return None
+    try:
+        return resolve_run(target)
+    except ModelError:
+        return None  # not a run either: let the model loader say what it could not find
+
+
 def resolve_target(target: str, adapters: dict[str, str] | None = None) -> ServedModel:
-    """Load `target` (model spec or run folder) and attach `adapters` ({name: path})."""
+    """Load `target` (model spec, adapter folder, run folder or run name) and attach `adapters` ({name: path})."""
     path = Path(target).expanduser()
-    run_dir = None
     extra = dict(adapters or {})
-    if is_run_dir(path):
-        run_dir = path.resolve()
-        final = run_dir / "final"
-        if is_adapter_dir(final):
-            base_spec = _run_base_spec(run_dir, final)
-            extra = {run_dir.name: str(final), **extra}
-            base_name = str(getattr(base_spec, "name_or_path", base_spec))
+    run = _find_run(target, path)
+    run_dir, tokenizer_dir = None, None
+    if run is not None:
+        if run.final_dir is None:
+            raise ModelError(f"{run.path}: the run has no final model yet (status {run.status})")
+        from tuneforge.config.recipe import load_recipe
+
+        run_dir, tokenizer_dir = run.path.resolve(), run.final_dir
+        if run.is_adapter:
+            base_spec = load_recipe(run.path / "recipe.yaml").model
+            base_name = str(base_spec.name_or_path)
+            extra = {run.name: str(run.final_dir), **extra}
         else:
-            base_spec, base_name = str(final), run_dir.name
+            base_spec, base_name = str(run.final_dir), run.name
     elif is_adapter_dir(path):
-        base_spec = _run_base_spec(path, path)
-        extra = {path.name: str(path), **extra}
-        base_name = str(base_spec)
+        base_spec = base_name = _adapter_base(path)
+        extra, tokenizer_dir = {path.name: str(path), **extra}, path
     else:
-        base_spec, base_name = target, Path(target).name if path.exists() else target
-    model, tokenizer = _load_base(base_spec)
+        base_spec, base_name = target, path.name if path.exists() else target
+    model, tokenizer = _load_base(base_spec, tokenizer_dir)
     adapter_set = AdapterSet(model, base_name)
     for name, adapter_path in extra.items():
         adapter_set.add(name, adapter_path)
-    default = next(iter(extra)) if run_dir and extra else base_name
+    # A run (or adapter folder) is served under its own name by default; the base stays reachable.
+    default = next(iter(extra)) if (run_dir or tokenizer_dir) and extra else base_name
     return ServedModel(model, tokenizer, base_name, adapter_set, default, run_dir, extra)
 
 

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -164,9 +164,10 @@ def _register_misc_routes(app: FastAPI, engine: Engine, store: FeedbackStore | N
         return {"id": row_id, "object": "feedback", "response_id": body.response_id, "stored": True}
 
     @app.get("/v1/drift")
-    async def drift(window: int = 500):
+    async def drift(window: int = Query(500, ge=1), encoder: Literal["auto", "minilm", "tfidf"] = "auto"):
         if store is None or engine.served.run_dir is None:
             raise APIError(400, "drift needs a server started from a run folder with --db")
         from tuneforge.serve.drift import compute_drift
 
-        return await asyncio.to_thread(compute_drift, engine.served.run_dir, store.path, window)
+        return await asyncio.to_thread(compute_drift, engine.served.run_dir, store.path, window,
+                                       encoder=encoder)
