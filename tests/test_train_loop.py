@@ -114,7 +114,7 @@ def test_divergence_stops_with_step_and_hint(tmp_path, tiny_model_dir):
                          "hparams.save_every=1")
     with pytest.raises(TrainingDiverged, match=r"step \d+.*lower learning rate") as err:
         train(recipe, quiet=True)
-    run = next((tmp_path / "runs").iterdir())
+    run = next((tmp_path / "runs").glob("t-*"))
     assert read_status(run) == "failed"
     step = int(str(err.value).split("step ")[1].split(":")[0])
     from tuneforge.train.checkpoint import latest_checkpoint
