@@ -97,7 +97,13 @@ def render_conversation(
     messages = conv.messages()
     kwargs = _template_kwargs(conv)
     full = _apply(tokenizer, messages, **kwargs)
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    try:
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=loss_on == "answer")
+    except NotImplementedError:
+        raise DataError(
+            f"tokenizer {tokenizer.name_or_path!r} is a slow (Python) tokenizer without character offsets; "
+            "load the fast one (tokenizer.json) to train on answers only, or use loss_on='all'"
+        ) from None
     ids: list[int] = list(enc["input_ids"])
     if loss_on == "all":
         labels = list(ids)
