@@ -129,3 +129,13 @@ def test_calibration_saved_with_run_and_reused(tiny_tokenizer, tmp_path):
     assert again.calibration["fitted_on"] == 0
     assert again.calibration["temperature"] == pytest.approx(first.calibration["temperature"])
     assert again.metrics["ece_calibrated"] == pytest.approx(first.metrics["ece_calibrated"])
+    assert first.metrics["label_accuracy"] == 1.0  # trained on these answers: the right label scores highest
+
+
+def test_group_field_names_the_audit_attribute(tiny_model, tiny_tokenizer):
+    convs = [Conversation(turns=[Turn("user", f"q{i}"), Turn("assistant", "hello there friend")],
+                          meta={"dialect": "ab"[i % 2]}) for i in range(4)]
+    result = evaluate_model(tiny_model, tiny_tokenizer, convs, ["exact_match"], max_new_tokens=2,
+                            group_field="dialect")
+    entry = result.bias["attributes"]["dialect"]
+    assert set(entry["by_group"]) == {"a", "b"} and entry["status"] == "pass"  # both groups equally wrong

@@ -57,7 +57,7 @@ def eval_cmd(
             name=loaded.name, run_dir=loaded.run_dir, out_dir=out,
             progress=lambda step: status.update(f"evaluating: {step}"),
         )
-    _print_table(["model", *result.metrics], [[result.name, *(_fmt(v) for v in result.metrics.values())]])
+    _print_table([result.name], {k: [_fmt(v)] for k, v in result.metrics.items()})
     if result.bias:
         console.print(f"bias audit: {result.bias['status']} (threshold {result.bias['threshold']})")
     console.print(f"report: {out / 'report.html'}  predictions: {out / 'predictions.jsonl'}")
@@ -95,7 +95,10 @@ def compare_cmd(
             labels=_split(labels), progress=status.update,
         )
     header, rows = result.table()
-    _print_table(header, rows, title=f"ranked by {result.ranked_by}")
+    # Metrics as rows, models as columns (best first): stays readable in 80 columns with many metrics.
+    columns = [f"{row[0]}. {row[1]}" for row in rows]
+    by_metric = {name: [row[i] for row in rows] for i, name in enumerate(header) if i >= 2}
+    _print_table(columns, by_metric, title=f"ranked by {result.ranked_by} (best first)")
     console.print(f"report: {result.report}")
 
 
@@ -114,13 +117,13 @@ def read_eval_data(path: str, limit: int | None):
 
 def check_metric_names(names: List[str], allow_derived: bool = False) -> None:
     """Fail before any model loads: unknown names get a did-you-mean."""
-    from tuneforge.evaluate.metrics import ALL_METRICS, METRIC_GROUPS, unknown_metric_message
+    from tuneforge.evaluate.metrics import check_metric_names as check
 
-    derived = {"ece", "ece_calibrated", "judge_score", "label_accuracy"} if allow_derived else set()
-    for raw in names:
-        for name in filter(None, (n.strip() for n in raw.split(","))):
-            if name not in ALL_METRICS and name not in METRIC_GROUPS and name not in derived:
-                raise ConfigError(unknown_metric_message(name))
+    derived = ("ece", "ece_calibrated", "judge_score", "label_accuracy") if allow_derived else ()
+    try:
+        check(names, extra=derived)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def split_candidates(models: List[str], runs: List[str], extra: List[str]) -> tuple[list[str], list[str]]:
@@ -159,12 +162,13 @@ def _fmt(value) -> str:
     return "–" if value is None or value != value else f"{value:.4g}"
 
 
-def _print_table(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
+def _print_table(columns: list[str], by_metric: dict[str, list[str]], title: str | None = None) -> None:
     from rich.table import Table
 
-    table = Table(title=title)
-    for name in header:
-        table.add_column(name, justify="left" if name in ("model", "#") else "right")
-    for row in rows:
-        table.add_row(*row)
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", no_wrap=True)
+    for name in columns:
+        table.add_column(name, justify="right", overflow="fold")
+    for metric, values in by_metric.items():
+        table.add_row(metric, *values)
     console.print(table)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.base import Section
 from tuneforge.config.prepare import PrepareConfig
@@ -168,7 +168,10 @@ class EvalConfig(Section):
     """How a model is evaluated on the test split."""
 
     data: str | None = Field(None, description="test file (default: the test split)")
-    metrics: list[str] = Field(default_factory=lambda: ["loss", "exact_match"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        description="metric names or groups (auto = chosen from the task: text, label or JSON answers)",
+    )
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -177,3 +180,12 @@ class EvalConfig(Section):
     group_field: str | None = Field(None, description="meta field holding group attributes")
     before_after: bool = True
     max_examples: int | None = Field(None, ge=1)
+    bias_threshold: float = Field(0.1, ge=0, description="fairness gap above which the bias audit warns")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        from tuneforge.evaluate.metrics import check_metric_names
+
+        check_metric_names(value)  # ValueError with a did-you-mean
+        return value

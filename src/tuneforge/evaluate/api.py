@@ -88,6 +88,7 @@ def evaluate_model(
     cutoff_len: int = 1024,
     judge: JudgeConfig | Judge | None = None,
     bias_threshold: float = DEFAULT_THRESHOLD,
+    group_field: str | None = None,
     name: str = "model",
     run_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -95,7 +96,7 @@ def evaluate_model(
 ) -> EvalResult:
     """Evaluate one model. `metrics` defaults to `auto` (chosen from the task type); see docs/evaluation.md."""
     say = progress or (lambda _msg: None)
-    examples = to_examples(records)
+    examples = to_examples(records, group_field)
     classifier = is_classifier(model)
     if classifier and not labels:
         labels = classifier_labels(model)
@@ -138,6 +139,7 @@ def evaluate_model(
         calib = _calibration(
             model, tokenizer, chat, labels, val_records, calibration_temperature, run_dir, cutoff_len, batch_size
         )
+        corpus["label_accuracy"] = calib.accuracy
         corpus["ece"] = calib.ece_before
         if calib.ece_after is not None:
             corpus["ece_calibrated"] = calib.ece_after
@@ -149,6 +151,8 @@ def evaluate_model(
                    for sc in (rows[ex.index]["scores"] for ex in chat)]
         bias = audit([ex.groups for ex in chat], [ex.reference for ex in chat], predicted, quality,
                      labels if task == "label" else None, bias_threshold)
+    elif "bias" in wanted:
+        say("bias: no example carries group attributes (meta group/groups or Labelled.groups)")
 
     if judge is not None and predictions:
         say("judge")

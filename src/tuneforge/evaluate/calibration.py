@@ -95,6 +95,7 @@ class CalibrationReport:
     reliability_after: Reliability | None
     source: str  # "label-logprob" or "classifier-head"
     fitted_on: int  # validation examples used for the fit (0 = temperature loaded or none)
+    accuracy: float  # argmax over the label scores (no generation involved)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +134,7 @@ def calibrate(
         reliability_after=after,
         source=source,
         fitted_on=fitted_on,
+        accuracy=float((test_logits.argmax(-1) == torch.as_tensor(list(test_targets))).double().mean()),
     )
 
 

@@ -29,10 +29,19 @@ class EvalExample:
         return "\n".join(f"{t.role}: {t.content}" for t in self.prompt.turns)
 
 
-def to_examples(records: Sequence[Record]) -> list[EvalExample]:
+def to_examples(records: Sequence[Record], group_field: str | None = None) -> list[EvalExample]:
+    """`group_field` names a meta key holding the bias-audit group(s) instead of `group`/`groups`."""
     if not records:
         raise DataError("the test set is empty: nothing to evaluate")
-    return [_one(i, r) for i, r in enumerate(records)]
+    examples = [_one(i, r) for i, r in enumerate(records)]
+    if group_field:
+        for ex, record in zip(examples, records):
+            value = getattr(record, "meta", {}).get(group_field)
+            if isinstance(value, dict):
+                ex.groups = {str(k): str(v) for k, v in value.items()}
+            elif value is not None:
+                ex.groups = {group_field: str(value)}
+    return examples
 
 
 def _one(i: int, record: Record) -> EvalExample:

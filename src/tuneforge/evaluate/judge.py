@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, UnsupportedHere
 
 RUBRIC_PROMPT = """You are grading an AI assistant's answer.
 Question:
@@ -86,7 +86,10 @@ class Judge:
             raise ConfigError(f"judge mode must be 'rubric' or 'pairwise', got {config.mode!r}")
         self.config = config
         if client is None:
-            from openai import OpenAI
+            try:
+                from openai import OpenAI
+            except ImportError:
+                raise UnsupportedHere("LLM-as-judge needs the openai client: pip install 'tuneforge[eval]'") from None
 
             client = OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout, max_retries=1)
         self.client = client

@@ -55,6 +55,15 @@ def resolve_metrics(names: Iterable[str] | None, task: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def check_metric_names(names: Iterable[str], extra: Iterable[str] = ()) -> None:
+    """Raise ValueError (did-you-mean) for a name that is neither a metric nor a group."""
+    known = set(ALL_METRICS) | set(METRIC_GROUPS) | set(extra)
+    for raw in names:
+        for name in filter(None, (n.strip() for n in raw.split(","))):
+            if name not in known:
+                raise ValueError(unknown_metric_message(name))
+
+
 def unknown_metric_message(name: str) -> str:
     choices = list(ALL_METRICS) + list(METRIC_GROUPS)
     same_case = [c for c in choices if c.lower() == name.lower()]  # "rougel" -> "rougeL"
