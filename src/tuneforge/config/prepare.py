@@ -65,7 +65,7 @@ class DedupConfig(Section):
     enabled: bool = True
     exact: bool = True
     near: bool = True
-    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity for near duplicates")
+    threshold: float = Field(0.7, gt=0, le=1, description="Jaccard similarity (word shingles) for near duplicates")
     num_perm: int = Field(128, ge=16)
     shingle_size: int = Field(3, ge=1, description="words per shingle")
     on: Literal["all", "prompt", "answer"] = Field("all", description="which text is compared")

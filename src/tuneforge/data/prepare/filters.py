@@ -49,6 +49,8 @@ def repeats_prompt(prompt: str, answer: str, similarity: float) -> bool:
         return False
     if p == a:
         return True
+    if 2 * min(len(p), len(a)) < similarity * (len(p) + len(a)):
+        return False  # ratio() can never reach `similarity`; skips difflib for almost every pair
     matcher = difflib.SequenceMatcher(None, p, a, autojunk=False)
     # quick_ratio is an upper bound on ratio: skips the quadratic exact ratio for most pairs.
     return matcher.quick_ratio() >= similarity and matcher.ratio() >= similarity

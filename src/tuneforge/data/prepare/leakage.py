@@ -19,42 +19,47 @@ def _describe(item: Item, text: str, max_chars: int) -> dict:
 
 
 def find_leaks(splits: dict[str, list[Item]], dedup: DedupConfig, threshold: float,
-               signatures: dict | None = None, max_chars: int = 300) -> list[dict]:
-    """Every (a, b) pair from two different splits that is an exact or near duplicate."""
-    keyed: dict[tuple[str, int], tuple[Item, str]] = {}
-    for split, items in splits.items():
-        for item in items:
-            keyed[(split, item.uid)] = (item, compare_text(item.record, dedup.on))
+               index: MinHasher | None = None, max_chars: int = 300) -> list[dict]:
+    """Every (a, b) pair from two different splits that is an exact or near duplicate.
+
+    `index`: an LSH index (keyed by uid) that already holds every non-eval item at this threshold, e.g.
+    the dedup step's; without one, the items are indexed here. Eval items (negative uids) only query."""
+    split_of: dict[int, str] = {}
+    texts: dict[int, str] = {}
+    items: dict[int, Item] = {}
+    for split, members in splits.items():
+        for item in members:
+            split_of[item.uid], items[item.uid] = split, item
+            texts[item.uid] = compare_text(item.record, dedup.on)
     pairs: dict[tuple, dict] = {}
 
-    def add(a: tuple, b: tuple, kind: str, sim: float) -> None:
-        if a[0] == b[0]:
+    def add(a: int, b: int, kind: str, sim: float) -> None:
+        if split_of[a] == split_of[b]:
             return
-        a, b = sorted((a, b), key=lambda k: (ORDER.get(k[0], 9), k[1]))
+        a, b = sorted((a, b), key=lambda u: (ORDER.get(split_of[u], 9), u))
         if (a, b) not in pairs or kind == "exact":
-            pairs[(a, b)] = {"splits": f"{a[0]}/{b[0]}", "kind": kind, "similarity": round(sim, 3),
-                             "a": _describe(keyed[a][0], keyed[a][1], max_chars),
-                             "b": _describe(keyed[b][0], keyed[b][1], max_chars)}
+            pairs[(a, b)] = {"splits": f"{split_of[a]}/{split_of[b]}", "kind": kind, "similarity": round(sim, 3),
+                             "a": _describe(items[a], texts[a], max_chars),
+                             "b": _describe(items[b], texts[b], max_chars)}
 
-    by_hash: dict[str, list[tuple]] = defaultdict(list)
-    for key, (_, text) in keyed.items():
-        by_hash[exact_key(text)].append(key)
-    for keys in by_hash.values():
-        for n, a in enumerate(keys):
-            for b in keys[n + 1:]:
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for uid, text in texts.items():
+        by_hash[exact_key(text)].append(uid)
+    for uids in by_hash.values():
+        for n, a in enumerate(uids):
+            for b in uids[n + 1:]:
                 add(a, b, "exact", 1.0)
-    hasher = MinHasher(threshold, dedup.num_perm, dedup.shingle_size)
-    cache = signatures if signatures is not None else {}
-    sigs = {}
-    for key, (item, text) in keyed.items():
-        # the signature cache is keyed by uid and only valid for pipeline items (eval items use negative uids)
-        sigs[key] = cache.get(item.uid) if item.uid >= 0 and item.uid in cache else hasher.signature(text)
-    hasher.index(sigs)
-    for key, sig in sigs.items():
-        if key[0] == "train":
-            continue  # every cross-split pair has a non-train side; query from there
-        for other, sim in hasher.similar(sig, exclude=key):
-            add(key, other, "near", sim)
+    pipeline = [u for u in texts if u >= 0]
+    if index is None or index.threshold != threshold or any(u not in index.indexed for u in pipeline):
+        index = MinHasher(threshold, dedup.num_perm, dedup.shingle_size)
+        index.index(index.signatures({u: texts[u] for u in pipeline}))
+    queries = {u: index.indexed[u] for u in pipeline if split_of[u] != "train"}
+    queries.update(index.signatures({u: t for u, t in texts.items() if u < 0}))
+    for uid, sig in queries.items():
+        # every cross-split pair has a non-train side, so querying from val/test/eval finds them all
+        for other, sim in index.similar(sig, exclude=uid):
+            if other in split_of:  # the dedup index also holds examples removed as duplicates
+                add(uid, other, "near", sim)
     return sorted(pairs.values(), key=lambda p: (p["splits"], -p["similarity"], p["a"]["uid"], p["b"]["uid"]))
 
 
@@ -72,7 +77,8 @@ def run_leakage(splits: dict[str, list[Item]], cfg: LeakageConfig, dedup: DedupC
     if eval_records:
         checked["eval"] = eval_items(eval_records, eval_source or "eval")
     threshold = cfg.threshold or dedup.threshold
-    leaks = find_leaks(checked, dedup, threshold, state.get("signatures"), max_chars)
+    clusters = state.get("clusters")
+    leaks = find_leaks(checked, dedup, threshold, getattr(clusters, "hasher", None), max_chars)
     counts = Counter((p["splits"], p["kind"]) for p in leaks)
     by_pair: dict[str, list[dict]] = defaultdict(list)
     for p in leaks:

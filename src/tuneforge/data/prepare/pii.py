@@ -29,10 +29,11 @@ NER_MISSING = "person/location names: skipped, no NER model installed; install e
 GATES = {
     "EMAIL_ADDRESS": re.compile(r"@"),
     "URL_CREDENTIALS": re.compile(r"://[^\s/@]+@"),
-    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}"),
-    "PHONE_NUMBER": re.compile(r"\d[\d\s().\-/]{5,}\d"),
-    "CREDIT_CARD": re.compile(r"\d[\d\s\-]{11,}\d"),
-    "IBAN_CODE": re.compile(r"[A-Za-z]{2}\s?\d{2}\s?[A-Za-z0-9]{2}"),
+    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}"
+                            r"|::[0-9A-Fa-f]{1,4}"),
+    "PHONE_NUMBER": re.compile(r"(?:\d[ \t().\-/+]*){7,}"),  # phone numbers have >= 7 digits
+    "CREDIT_CARD": re.compile(r"(?:\d[ \-]*){12,}\d"),  # 13-19 digits
+    "IBAN_CODE": re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,}"),  # >= 15 characters
 }
 
 

@@ -120,11 +120,13 @@ def prepare(
     report: dict[str, Any] = {"steps": {}, "notes": []}
     counter = TokenCounter(tokenizer)
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
 
     def timed(name: str, fn, *args):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(*args)
         timings[name] = round(time.perf_counter() - t0, 3)
+        cpu[name] = round(time.process_time() - c0, 3)  # wall time on a busy machine overstates the cost
         return out
 
     items = timed("normalize", run_normalize, items, cfg.normalize, ledger)
@@ -148,7 +150,7 @@ def prepare(
               **{s: len(v) for s, v in splits.items()}}
     report.update({
         "counts": counts, "seed": seed, "tokens_counted_with": counter.name,
-        "step_counts": [s.as_dict() for s in ledger.steps], "timings_s": timings,
+        "step_counts": [s.as_dict() for s in ledger.steps], "timings_s": timings, "cpu_s": cpu,
         "token_lengths": {s: example_lengths(v, counter) for s, v in splits.items()},
         "rejected_by_code": _by_code(rejected), "sources": [r.source for r in results],
         "config": cfg.model_dump(mode="json"),
