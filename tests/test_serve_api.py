@@ -32,11 +32,11 @@ def adapters(tiny_model_dir, tmp_path_factory):
             "beta": make_adapter(tiny_model_dir, root / "beta", 2)}
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, adapters, tmp_path_factory):
+@pytest.fixture(scope="module", params=["continuous", "static"])
+def server(request, tiny_model_dir, adapters, tmp_path_factory):
     db = tmp_path_factory.mktemp("serve") / "feedback.sqlite"
     app = build_app(str(tiny_model_dir), adapters={"alpha": str(adapters["alpha"])}, db=db, api_key=KEY,
-                    max_batch=4, queue=32, max_tokens_cap=64, threads=1)
+                    max_batch=4, queue=32, max_tokens_cap=64, threads=1, scheduler=request.param)
     with BackgroundServer(app) as url:
         yield {"url": url, "db": db, "base": tiny_model_dir.name, "app": app}
 

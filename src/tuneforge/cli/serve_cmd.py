@@ -39,13 +39,15 @@ def serve_cmd(
     max_tokens_cap: int = typer.Option(1024, "--max-tokens-cap", help="largest max_tokens a request may ask"),
     max_prompt_tokens: Optional[int] = typer.Option(None, "--max-prompt-tokens", help="default: the context length"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads for generation (1 is best on a busy CPU)"),
+    scheduler: str = typer.Option("continuous", "--scheduler",
+                                  help="continuous (rows join/leave every step) or static (batch runs to its end)"),
 ) -> None:
     """Serve a model (and adapters) over an OpenAI-compatible HTTP API, logging completions and feedback."""
     from tuneforge.serve.launch import serve
 
     serve(target, host=host, port=port, api_key=api_key, adapters=parse_adapters(adapter), db=db or None,
           max_batch=max_batch, queue=queue, window_ms=window_ms, max_tokens_cap=max_tokens_cap,
-          max_prompt_tokens=max_prompt_tokens, threads=threads)
+          max_prompt_tokens=max_prompt_tokens, threads=threads, scheduler=scheduler)
 
 
 @feedback_app.command("export")

@@ -38,6 +38,7 @@ class Job:
     on_event: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text)
     cancelled: bool = False
     future: asyncio.Future | None = None
+    rows: list = field(default_factory=list, repr=False)  # continuous batching: this job's rows
 
     def key(self) -> tuple:
         sampled = self.temperature > 0
@@ -74,11 +75,11 @@ class RowTracker(StoppingCriteria):
         last = input_ids[:, -1].tolist()
         for i, row in enumerate(self.rows):
             if row.finish is None:
-                self._step(row, last[i])
+                self.step(row, last[i])
             done[i] = row.finish is not None
         return done
 
-    def _step(self, row: _Row, token: int) -> None:
+    def step(self, row: _Row, token: int) -> None:
         job = row.job
         if job.cancelled:
             row.finish = "cancelled"

@@ -11,19 +11,23 @@ from tuneforge.serve.security import check_bind
 def build_app(target: str, *, adapters: dict[str, str] | None = None, db: str | Path | None = "feedback.sqlite",
               api_key: str | None = None, max_batch: int = 8, queue: int = 64, window_ms: float = 10.0,
               max_prompt_tokens: int | None = None, max_tokens_cap: int = 1024, default_max_tokens: int = 256,
-              threads: int | None = None):
+              threads: int | None = None, scheduler: str = "continuous"):
     """Load the model (and adapters) and return the FastAPI app; nothing is bound yet."""
     from tuneforge.errors import ConfigError
     from tuneforge.serve.adapters import resolve_target
     from tuneforge.serve.app import ServeSettings, create_app
+    from tuneforge.serve.continuous import ContinuousEngine
     from tuneforge.serve.engine import Engine
     from tuneforge.serve.feedback import FeedbackStore
 
     if max_batch < 1 or queue < 1 or (threads is not None and threads < 1):
         raise ConfigError("--max-batch, --queue and --threads must be at least 1")
+    if scheduler not in ("continuous", "static"):
+        raise ConfigError(f"--scheduler: expected continuous or static, got {scheduler!r}")
     served = resolve_target(target, adapters)
-    engine = Engine(served, max_batch=max_batch, queue_size=queue, window_s=window_ms / 1000,
-                    max_prompt_tokens=max_prompt_tokens, max_tokens_cap=max_tokens_cap, threads=threads)
+    engine_cls = ContinuousEngine if scheduler == "continuous" else Engine
+    engine = engine_cls(served, max_batch=max_batch, queue_size=queue, window_s=window_ms / 1000,
+                        max_prompt_tokens=max_prompt_tokens, max_tokens_cap=max_tokens_cap, threads=threads)
     store = FeedbackStore(db) if db else None
     settings = ServeSettings(api_key=api_key, default_max_tokens=default_max_tokens)
     return create_app(engine, store, settings)
