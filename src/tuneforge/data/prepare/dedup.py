@@ -204,4 +204,5 @@ def run_dedup(items: list[Item], cfg: DedupConfig, ledger: Ledger, state: dict, 
     report.update({"clusters": len(summary), "in_clusters": sum(c["size"] for c in summary),
                    "biggest_clusters": summary[:max_clusters], "threshold": cfg.threshold,
                    "shingle_size": cfg.shingle_size, "num_perm": cfg.num_perm, "compared": cfg.on})
+    state["dedup_removed"] = [by_uid[u] for u in sorted(drop)]  # leakage still checks the user's splits
     return ledger.end([i for i in items if i.uid not in drop])

@@ -14,12 +14,13 @@ from tuneforge.data.records import Record
 ORDER = {"train": 0, "val": 1, "test": 2, "eval": 3}
 
 
-def _describe(item: Item, text: str, max_chars: int) -> dict:
-    return {**where(item), "text": text[:max_chars]}
+def _describe(item: Item, text: str, max_chars: int, removed: set[int]) -> dict:
+    return {**where(item), "text": text[:max_chars], "removed_by_dedup": item.uid in removed}
 
 
 def find_leaks(splits: dict[str, list[Item]], dedup: DedupConfig, threshold: float,
-               index: MinHasher | None = None, max_chars: int = 300) -> list[dict]:
+               index: MinHasher | None = None, max_chars: int = 300,
+               removed: set[int] = frozenset()) -> list[dict]:
     """Every (a, b) pair from two different splits that is an exact or near duplicate.
 
     `index`: an LSH index (keyed by uid) that already holds every non-eval item at this threshold, e.g.
@@ -39,8 +40,8 @@ def find_leaks(splits: dict[str, list[Item]], dedup: DedupConfig, threshold: flo
         a, b = sorted((a, b), key=lambda u: (ORDER.get(split_of[u], 9), u))
         if (a, b) not in pairs or kind == "exact":
             pairs[(a, b)] = {"splits": f"{split_of[a]}/{split_of[b]}", "kind": kind, "similarity": round(sim, 3),
-                             "a": _describe(items[a], texts[a], max_chars),
-                             "b": _describe(items[b], texts[b], max_chars)}
+                             "a": _describe(items[a], texts[a], max_chars, removed),
+                             "b": _describe(items[b], texts[b], max_chars, removed)}
 
     by_hash: dict[str, list[int]] = defaultdict(list)
     for uid, text in texts.items():
@@ -73,12 +74,17 @@ def run_leakage(splits: dict[str, list[Item]], cfg: LeakageConfig, dedup: DedupC
     if not cfg.enabled:
         report["skipped"] = "disabled"
         return
-    checked = {s: v for s, v in splits.items() if v}
+    checked = {s: list(v) for s, v in splits.items() if v}
+    # a split the user brought is checked as given: examples dedup removed from it still count as leaks
+    removed = [i for i in state.get("dedup_removed", []) if i.split in ("train", "val", "test")]
+    for item in removed:
+        checked.setdefault(item.split, []).append(item)
     if eval_records:
         checked["eval"] = eval_items(eval_records, eval_source or "eval")
     threshold = cfg.threshold or dedup.threshold
     clusters = state.get("clusters")
-    leaks = find_leaks(checked, dedup, threshold, getattr(clusters, "hasher", None), max_chars)
+    leaks = find_leaks(checked, dedup, threshold, getattr(clusters, "hasher", None), max_chars,
+                       {i.uid for i in removed})
     counts = Counter((p["splits"], p["kind"]) for p in leaks)
     by_pair: dict[str, list[dict]] = defaultdict(list)
     for p in leaks:

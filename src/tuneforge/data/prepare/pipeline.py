@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,9 @@ def read_inputs(inputs: Iterable[Any], variables: dict[str, str] | None = None,
     results: list[ReadResult] = []
     for entry in inputs:
         if isinstance(entry, RECORD_TYPES):
-            items.append(Item(len(items), entry, _split_of(entry), str(entry.meta.get("source", ""))))
+            # steps edit records in place: never the caller's objects
+            record = copy.deepcopy(entry)
+            items.append(Item(len(items), record, _split_of(record), str(record.meta.get("source", ""))))
             continue
         if not isinstance(entry, (str, Path, DataSource)):
             raise DataError(f"prepare: expected records, file paths or DataSources, got {type(entry).__name__}")
