@@ -38,9 +38,10 @@ def prompts() -> list[str]:
     return [f"Give me {i} tips for staying healthy." for i in range(100)]
 
 
-def start_server(model: str, port: int, db: Path, max_batch: int, threads: int, queue: int) -> subprocess.Popen:
+def start_server(model: str, port: int, db: Path, max_batch: int, threads: int, queue: int,
+                 scheduler: str) -> subprocess.Popen:
     args = ["serve", model, "--port", str(port), "--db", str(db), "--max-batch", str(max_batch),
-            "--queue", str(queue), "--threads", str(threads)]
+            "--queue", str(queue), "--threads", str(threads), "--scheduler", scheduler]
     code = f"from tuneforge.cli import main; main({args!r})"
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -113,12 +114,12 @@ def summarize(stats: dict, db: Path) -> dict:
     }
 
 
-def run_one(args, max_batch: int, texts: list[str], workdir: Path) -> dict:
+def run_one(args, max_batch: int, scheduler: str, texts: list[str], workdir: Path) -> dict:
     from tuneforge.serve.launch import free_port
 
-    port, db = free_port(), workdir / f"feedback-b{max_batch}.sqlite"
+    port, db = free_port(), workdir / f"feedback-{scheduler}-b{max_batch}.sqlite"
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(args.model, port, db, max_batch, args.threads, args.queue)
+    proc = start_server(args.model, port, db, max_batch, args.threads, args.queue, scheduler)
     try:
         wait_ready(proc, url)
         model = httpx.get(url + "/v1/models").json()["data"][0]["id"]
@@ -127,7 +128,7 @@ def run_one(args, max_batch: int, texts: list[str], workdir: Path) -> dict:
         load_before = os.getloadavg()[0]
         stats = asyncio.run(load(url, model, args.clients, args.duration, args.max_tokens, texts))
         result = summarize(stats, db)
-        result["max_batch"] = max_batch
+        result["max_batch"], result["scheduler"] = max_batch, scheduler
         result["loadavg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         result["server_batches"] = httpx.get(url + "/health").json()
         return result
@@ -148,14 +149,16 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--queue", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--schedulers", default="continuous,static", help="batched servers to measure")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     texts = prompts()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"batched": run_one(args, args.max_batch, texts, Path(tmp))}
+        runs = {f"batched_{name}": run_one(args, args.max_batch, name, texts, Path(tmp))
+                for name in args.schedulers.split(",")}
         if not args.no_baseline:
-            runs["one_at_a_time"] = run_one(args, 1, texts, Path(tmp))
+            runs["one_at_a_time"] = run_one(args, 1, "static", texts, Path(tmp))
     report = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/serve_load.py", *sys.argv[1:]]),
@@ -165,8 +168,10 @@ def main() -> int:
         **runs,
     }
     if "one_at_a_time" in runs and runs["one_at_a_time"]["requests_per_s"]:
-        report["throughput_ratio_batched_vs_one"] = round(
-            runs["batched"]["requests_per_s"] / runs["one_at_a_time"]["requests_per_s"], 2)
+        for name, r in runs.items():
+            if name != "one_at_a_time":
+                report[f"throughput_ratio_{name}_vs_one"] = round(
+                    r["requests_per_s"] / runs["one_at_a_time"]["requests_per_s"], 2)
     out = Path(args.out or REPO / "bench" / "results" / f"serve_load-{dt.date.today().isoformat()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 
 import pytest
 import torch
@@ -75,3 +76,31 @@ def test_continuous_seeded_sampling_is_reproducible_and_n_rows_differ(served):
     assert [r.text for r in first] == [r.text for r in again]
     assert len({r.text for r in first}) > 1
     assert [r.text for r in first] != [r.text for r in other]
+
+
+def test_continuous_batch_mixes_adapters_per_row(tiny_model_dir, tmp_path):
+    from test_serve_api import make_adapter
+
+    served = resolve_target(str(tiny_model_dir), {"alpha": str(make_adapter(tiny_model_dir, tmp_path / "a", 1))})
+    ids = list(served.tokenizer("The quick brown fox")["input_ids"])
+
+    async def run(adapters):
+        engine = ContinuousEngine(served, max_batch=4, threads=1)
+        await engine.start()
+        try:
+            gate = threading.Event()  # hold the worker (in an admin op) until every job is queued
+            held = asyncio.ensure_future(engine.run_admin(gate.wait, 30))
+            jobs = [Job(prompt_ids=ids, max_tokens=10, temperature=0, adapter=a) for a in adapters]
+            futures = [engine.enqueue(j) for j in jobs]
+            gate.set()
+            await held
+            return [r[0].text for r in await asyncio.gather(*futures)], engine
+        finally:
+            await engine.stop()
+
+    (alone_base,), _ = asyncio.run(run([None]))
+    (alone_alpha,), _ = asyncio.run(run(["alpha"]))
+    mixed, engine = asyncio.run(run([None, "alpha", None, "alpha"]))
+    assert alone_base != alone_alpha
+    assert mixed == [alone_base, alone_alpha, alone_base, alone_alpha]
+    assert engine.batches_run == 1  # one prefill for all four rows, two adapters
