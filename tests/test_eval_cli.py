@@ -89,3 +89,19 @@ def test_compare_needs_candidates_and_valid_rank_metric(tiny_model_dir, test_fil
     _one_line_error(capsys, "needs candidates")
     assert main(["compare", "--models", str(tiny_model_dir), "--data", str(test_file), "--rank-by", "acc"]) == 2
     _one_line_error(capsys, "unknown metric 'acc'")
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_compare_real_alias_against_tiny_folder(tiny_model_dir, shared_data, tmp_path, capsys):
+    # A mix of an alias (the embedded SmolLM2 GGUF) and an HF folder; the real model must rank first.
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--models", "smollm2-135m-instruct", str(tiny_model_dir),
+               "--data", str(shared_data / "alpaca_en_demo.json"), "--limit", "2", "--max-new-tokens", "8",
+               "--metrics", "likelihood,rougeL", "--threads", "1", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["ranked_by"] == "rougeL"
+    assert report["ranking"] == ["smollm2-135m-instruct", tiny_model_dir.name]
+    real, tiny = report["models"]
+    assert real["metrics"]["loss"] < 3.0 < tiny["metrics"]["loss"]

@@ -34,6 +34,7 @@ def eval_cmd(
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate the first N examples"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: physical cores)"),
     judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL for LLM-as-judge"),
     judge_model: str = typer.Option("judge", "--judge-model"),
     judge_mode: str = typer.Option("rubric", "--judge-mode", help="rubric or pairwise (vs the reference)"),
@@ -44,6 +45,7 @@ def eval_cmd(
 
     if (model is None) == (run is None):
         raise ConfigError("give exactly one of --model or --run")
+    _threads(threads)
     records = read_eval_data(data, limit)
     val_records = read_eval_data(val, None) if val else None
     check_metric_names(metrics)
@@ -77,6 +79,7 @@ def compare_cmd(
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", min=1),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: physical cores)"),
 ) -> None:
     """Rank several base models and/or fine-tuned runs on the same test set and metrics."""
     from tuneforge.evaluate.compare import compare_models
@@ -84,6 +87,7 @@ def compare_cmd(
     model_specs, run_specs = split_candidates(models, runs, list(ctx.args))
     if not model_specs and not run_specs:
         raise ConfigError("compare needs candidates: --models A B ... and/or --runs RUN ...")
+    _threads(threads)
     records = read_eval_data(data, limit)
     check_metric_names(metrics)
     if rank_by:
@@ -140,6 +144,13 @@ def split_candidates(models: List[str], runs: List[str], extra: List[str]) -> tu
 
 def _is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "recipe.yaml").is_file() and not (path / "config.json").is_file()
+
+
+def _threads(n: Optional[int]) -> None:
+    if n:
+        from tuneforge.train.threads import configure_threads
+
+        configure_threads(n)
 
 
 def _split(value: Optional[str]) -> list[str] | None:
