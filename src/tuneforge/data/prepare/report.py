@@ -39,6 +39,10 @@ def write_outputs(result, ledger: Ledger, rejected: list, cfg: PrepareConfig) ->
     paths: dict[str, Path] = {}
     for split, records in result.splits.items():
         paths[split] = write_records(records, out / f"{split}.jsonl")
+        kinds = sorted({type(r).__name__ for r in records})
+        if len(kinds) > 1:
+            result.report["notes"].append(f"{split}.jsonl mixes record kinds ({', '.join(kinds)}); the readers "
+                                          "load one kind per file, so split the data by kind before training")
     paths["quarantine"] = ledger.write(out / "quarantine.jsonl")
     paths["rejected"] = out / "rejected.jsonl"
     with paths["rejected"].open("w", encoding="utf-8") as fh:
