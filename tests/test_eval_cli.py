@@ -105,3 +105,31 @@ def test_compare_real_alias_against_tiny_folder(tiny_model_dir, shared_data, tmp
     assert report["ranking"] == ["smollm2-135m-instruct", tiny_model_dir.name]
     real, tiny = report["models"]
     assert real["metrics"]["loss"] < 3.0 < tiny["metrics"]["loss"]
+
+
+def _fake_run(tmp_path, tiny_model_dir):
+    """A finished run folder as the training engine writes it: recipe.yaml, final/ and metrics.jsonl."""
+    import shutil
+
+    from tuneforge.config.recipe import Recipe, dump_recipe
+
+    run = tmp_path / "runs" / "sentiment-20260101-000000"
+    shutil.copytree(tiny_model_dir, run / "final")
+    dump_recipe(Recipe(), run / "recipe.yaml")
+    rows = [{"step": s, "train_loss": 4.0 - s, "lr": 1e-4} for s in range(3)] + [{"step": 2, "val_loss": 2.5}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_eval_run_with_calibration_saves_temperature_in_run(tiny_model_dir, test_file, tmp_path, capsys):
+    run = _fake_run(tmp_path, tiny_model_dir)
+    out = tmp_path / "out"
+    rc = main(["eval", "--run", str(run), "--data", str(test_file), "--val", str(test_file), "--out", str(out),
+               "--metrics", "auto,calibration", "--max-new-tokens", "2"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((run / "calibration.json").read_text())["labels"] == ["negative", "positive"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"][0]["name"] == f"run:{run.name}"
+    assert [p[1] for p in report["loss_curves"]["train_loss"]] == [4.0, 3.0, 2.0]
+    assert "val_loss" in report["loss_curves"]
+    assert "ece" in report["models"][0]["metrics"]
