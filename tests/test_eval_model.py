@@ -139,3 +139,33 @@ def test_group_field_names_the_audit_attribute(tiny_model, tiny_tokenizer):
                             group_field="dialect")
     entry = result.bias["attributes"]["dialect"]
     assert set(entry["by_group"]) == {"a", "b"} and entry["status"] == "pass"  # both groups equally wrong
+
+
+def test_classifier_head_predictions_and_calibration(tiny_tokenizer):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tiny_tokenizer.pad_token_id,
+        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+    )
+    model = LlamaForSequenceClassification(config).eval()
+    records = _labelled(6)
+    result = evaluate_model(model, tiny_tokenizer, records, ["auto", "calibration"], val_records=records)
+    assert result.labels == ["negative", "positive"]
+    assert "loss" not in result.metrics  # a head has no answer-token likelihood
+    assert {row["prediction"] for row in result.examples} <= {"negative", "positive"}
+    # The head's own argmax is the prediction, so generation accuracy equals label-score accuracy.
+    assert result.metrics["accuracy"] == pytest.approx(result.metrics["label_accuracy"])
+    assert result.calibration["source"] == "classifier-head" and result.calibration["fitted_on"] == 6
+
+
+def test_text_and_preference_records(tiny_model, tiny_tokenizer):
+    from tuneforge.data.records import Preference, Text
+
+    lm = evaluate_model(tiny_model, tiny_tokenizer, [Text("The quick brown fox jumps over the lazy dog.")])
+    assert lm.task == "lm" and set(lm.metrics) == {"loss", "perplexity", "token_accuracy"}
+    pref = Preference(prompt=Conversation(turns=[Turn("user", "hi")]), chosen="hello", rejected="go away")
+    result = evaluate_model(tiny_model, tiny_tokenizer, [pref], ["exact_match"], max_new_tokens=2)
+    assert result.examples[0]["reference"] == "hello" and result.task == "text"
