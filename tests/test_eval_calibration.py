@@ -18,6 +18,14 @@ from tuneforge.evaluate.calibration import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _overconfident(n: int, seed: int) -> tuple[torch.Tensor, list[int]]:
     """3-class logits whose argmax is right ~60% of the time but scaled to ~99% confidence."""
     gen = torch.Generator().manual_seed(seed)

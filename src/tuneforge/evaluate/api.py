@@ -147,8 +147,7 @@ def evaluate_model(
     bias = None
     if predictions and any(ex.groups for ex in chat):
         predicted = extras.get("predicted_labels", predictions)
-        quality = [example_quality(sc) / (100.0 if "rougeL" in sc and "correct" not in sc else 1.0)
-                   for sc in (rows[ex.index]["scores"] for ex in chat)]
+        quality = [example_quality(rows[ex.index]["scores"]) for ex in chat]
         bias = audit([ex.groups for ex in chat], [ex.reference for ex in chat], predicted, quality,
                      labels if task == "label" else None, bias_threshold)
     elif "bias" in wanted:

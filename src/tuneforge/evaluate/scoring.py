@@ -50,7 +50,7 @@ def score_generations(
         for kind in kinds:
             _per_example(per_example, kind, [r[kind] for r in rows], corpus)
 
-    if labels and any(m in wanted for m in M.LABEL_METRICS):
+    if labels and any(m in wanted for m in (*M.LABEL_METRICS, "bias")):  # the audit needs mapped labels
         mapped = [M.map_to_label(p, list(labels)) for p in preds]
         result = M.label_metrics(mapped, refs, list(labels))
         for name in M.LABEL_METRICS:
@@ -76,10 +76,12 @@ def _per_example(per_example: list[dict[str, float]], name: str, values: list[fl
 
 
 def example_quality(scores: dict[str, float]) -> float:
-    """One number per example to pick the best and worst examples for the report (higher = better)."""
-    for key in ("correct", "json_field_accuracy", "rougeL", "chrf", "normalized_exact_match", "exact_match"):
+    """One number per example, in [0, 1] when generated (higher = better): best/worst examples, bias audit."""
+    scale = {"rougeL": 100.0, "chrf": 100.0, "bleu": 100.0}  # these are reported x100, like sacrebleu
+    for key in ("correct", "json_field_accuracy", "rougeL", "chrf", "bleu", "normalized_exact_match",
+                "exact_match", "judge"):
         if key in scores:
-            return float(scores[key])
+            return float(scores[key]) / scale.get(key, 1.0)
     if "loss" in scores:
         return -float(scores["loss"])
     return 0.0
