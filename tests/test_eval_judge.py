@@ -104,3 +104,16 @@ def test_evaluate_model_with_judge(tiny_model, tiny_tokenizer, judge_url):
     assert result.metrics["judge_parsed"] == 1.0
     assert result.metrics["judge_score"] == 0.0  # an untrained model does not answer "hello there"
     assert all("judge" in row["scores"] for row in result.examples)
+
+
+def test_unreachable_judge_is_a_user_error():
+    import socket
+
+    from tuneforge.errors import ModelError
+
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    judge = Judge(JudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", model="fake", timeout=2))
+    with pytest.raises(ModelError, match="judge endpoint"):
+        judge.rubric(["q"], ["a"], ["a"])

@@ -80,6 +80,9 @@ def compare_cmd(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", min=1),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: physical cores)"),
+    judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL for LLM-as-judge"),
+    judge_model: str = typer.Option("judge", "--judge-model"),
+    judge_mode: str = typer.Option("rubric", "--judge-mode", help="rubric or pairwise (vs the reference)"),
 ) -> None:
     """Rank several base models and/or fine-tuned runs on the same test set and metrics."""
     from tuneforge.evaluate.compare import compare_models
@@ -96,7 +99,7 @@ def compare_cmd(
         result = compare_models(
             model_specs, records, runs=run_specs, metrics=metrics, rank_by=rank_by, out_dir=out,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
-            labels=_split(labels), progress=status.update,
+            labels=_split(labels), judge=_judge(judge_url, judge_model, judge_mode), progress=status.update,
         )
     header, rows = result.table()
     # Metrics as rows, models as columns (best first): stays readable in 80 columns with many metrics.

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from tuneforge.errors import ConfigError, UnsupportedHere
+from tuneforge.errors import ConfigError, ModelError, UnsupportedHere
 
 RUBRIC_PROMPT = """You are grading an AI assistant's answer.
 Question:
@@ -95,12 +95,17 @@ class Judge:
         self.client = client
 
     def _ask(self, content: str) -> str:
-        reply = self.client.chat.completions.create(
-            model=self.config.model,
-            messages=[{"role": "user", "content": content}],
-            temperature=0.0,
-            max_tokens=self.config.max_tokens,
-        )
+        import openai
+
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.config.model,
+                messages=[{"role": "user", "content": content}],
+                temperature=0.0,
+                max_tokens=self.config.max_tokens,
+            )
+        except openai.APIError as exc:  # unreachable endpoint, bad model name, auth: the user's settings
+            raise ModelError(f"judge endpoint {self.config.base_url}: {type(exc).__name__}: {exc}") from None
         return reply.choices[0].message.content or ""
 
     def rubric(self, prompts: Sequence[str], references: Sequence[str], predictions: Sequence[str]) -> list[float | None]:
