@@ -152,3 +152,30 @@ def test_before_after_evaluation_on_the_test_split(tmp_path, tiny_model_dir):
     assert after["loss"] < before["loss"]  # the same 4 held-out examples, scored before and after training
     report = json.loads((result.run_dir / "eval" / "report.json").read_text())
     assert "after" in json.dumps(report) and "before" in json.dumps(report)
+
+
+@pytest.mark.parametrize("setting", ["hparams.dtype=bf16", "hparams.packing=true",
+                                     "hparams.gradient_checkpointing=true"])
+def test_training_variants_still_learn(setting, tmp_path, tiny_model_dir):
+    result = train(make_recipe(tmp_path, tiny_model_dir, setting, "hparams.epochs=4"), quiet=True)
+    losses = [r["train_loss"] for r in _rows(result.run_dir) if "train_loss" in r]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.05, losses
+
+
+def test_missing_tracker_fails_before_loading(tmp_path, monkeypatch):
+    import importlib.util
+
+    from tuneforge.errors import UnsupportedHere
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    recipe = make_recipe(tmp_path, tmp_path / "no-model", "hparams.report_to=[mlflow]", data=[{"path": "x.jsonl"}])
+    with pytest.raises(UnsupportedHere, match="mlflow needs the mlflow package"):
+        train(recipe, quiet=True)
+
+
+def test_timing_probe_does_not_change_the_result(tmp_path, tiny_model_dir):
+    runs = [train(make_recipe(tmp_path / str(n), tiny_model_dir, f"hparams.probe_steps={n}", "hparams.epochs=3",
+                              "method.lora.dropout=0.2"), quiet=True) for n in (0, 2)]
+    assert runs[1].stats["probe_s_per_step"] > 0 and "probe_s_per_step" not in runs[0].stats
+    assert [r["train_loss"] for r in _rows(runs[0].run_dir)] == [r["train_loss"] for r in _rows(runs[1].run_dir)]

@@ -92,23 +92,26 @@ def check_usable(n_train: int, n_val: int, recipe: Recipe) -> None:
         )
 
 
-def measure_step_time(model: torch.nn.Module, run_steps: Callable[[int], None], n_steps: int) -> float | None:
-    """Seconds per optimizer step over `n_steps` real steps (after one warm-up step), then undo them:
-    trainable weights and RNG states are put back, so the probe does not change the run's result."""
+def measure_step_time(model: torch.nn.Module, run_step: Callable[[], None], n_steps: int) -> float | None:
+    """Seconds per optimizer step measured on `n_steps` real steps, then undone: trainable weights and RNG
+    states are put back (the caller's optimizer is a throwaway), so the probe does not change the result.
+    With 2+ steps the first is left out: first-call allocations and kernel selection are not representative."""
     if n_steps <= 0:
         return None
     saved = {k: v.clone() for k, v in ckpt.trainable_state(model).items()}
     rng_json, rng_tensors = ckpt.capture_rng()
+    times = []
     try:
-        run_steps(1)  # warm-up: first-call allocations and kernel selection are not representative
-        start = time.perf_counter()
-        run_steps(n_steps)
-        per_step = (time.perf_counter() - start) / n_steps
+        for _ in range(n_steps):
+            start = time.perf_counter()
+            run_step()
+            times.append(time.perf_counter() - start)
     finally:
         ckpt.load_trainable_state(model, saved)
         model.zero_grad(set_to_none=True)
         ckpt.restore_rng(rng_json, rng_tensors)
-    return per_step
+    timed = times[1:] or times
+    return sum(timed) / len(timed)
 
 
 def estimate_peak_memory(model: torch.nn.Module, optimizer_name: str, batch_size: int,

@@ -105,7 +105,7 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
 def find_resume_point(recipe: Recipe) -> Path | None:
     """The checkpoint `recipe.resume` points at, or None to start fresh.
 
-    auto: newest valid checkpoint of the newest `<name>-*` run (none: start fresh);
+    auto: newest valid checkpoint of the newest unfinished `<name>-*` run (none: start fresh);
     true: the same but it is an error when there is none; a path: a checkpoint or a run folder.
     """
     value = recipe.resume
@@ -119,6 +119,8 @@ def find_resume_point(recipe: Recipe) -> Path | None:
             return ckpt.latest_checkpoint(path)
         raise ConfigError(f"resume: {value}: not a complete checkpoint or a run folder with one")
     for run_dir in _runs_of(recipe.output_dir, recipe.name):
+        if read_status(run_dir) == "finished":
+            continue  # nothing left to continue; its checkpoints stay usable through an explicit path
         found = ckpt.latest_checkpoint(run_dir)
         if found is not None:
             return found
