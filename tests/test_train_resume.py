@@ -51,10 +51,12 @@ def test_resumed_run_matches_uninterrupted(tmp_path, tiny_model_dir):
     assert len([n for n in names if n.startswith("step-")]) == 2 and "best" in names
 
 
-def test_resume_true_without_checkpoint_is_an_error(tmp_path, tiny_model_dir):
-    recipe = make_recipe(tmp_path, tiny_model_dir, "resume=true")
-    with pytest.raises(ConfigError, match="no run named 't'"):
-        train(recipe, quiet=True)
+def test_resume_true_without_unfinished_run_is_an_error(tmp_path, tiny_model_dir):
+    done = train(make_recipe(tmp_path, tiny_model_dir, "hparams.epochs=2", "hparams.save_each_epoch=true"),
+                 quiet=True)
+    assert ckpt.latest_checkpoint(done.run_dir) is not None  # checkpoints exist, but the run is finished
+    with pytest.raises(ConfigError, match="no run named 't'.*has a complete checkpoint"):
+        train(make_recipe(tmp_path, tiny_model_dir, "resume=true"), quiet=True)
 
 
 def test_incomplete_checkpoints_are_never_chosen(tmp_path, tiny_model, tiny_tokenizer):
