@@ -90,6 +90,16 @@ def is_peft(model: Any) -> bool:
     return model.__class__.__module__.startswith("peft.")
 
 
+def frozen_copy(model):
+    """The reference model for full/freeze training: a copy that never trains."""
+    import copy
+
+    reference = copy.deepcopy(model)
+    for param in reference.parameters():
+        param.requires_grad_(False)
+    return reference.eval()
+
+
 def trl_args(config_cls, recipe: Recipe, run: RunContext, has_eval: bool, **extra: Any):
     """A TRL `*Config` from the recipe's hparams; checkpoints go to <run>/checkpoints (HF Trainer layout)."""
     hp = recipe.hparams
@@ -153,11 +163,14 @@ def monitor_callback(run: RunContext):
             if self.monitor is None or not logs:
                 return
             row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+            summary = "train_runtime" in logs  # the end-of-training averages, not a step
             for key, value in logs.items():
                 if not isinstance(value, (int, float)) or key in ("epoch", "step"):
                     continue
                 name = key.replace("/", "_")
-                if name.startswith("eval_"):
+                if summary:
+                    name = "summary_" + name.removeprefix("train_")
+                elif name.startswith("eval_"):
                     name = "val_" + name[5:]
                 elif name == "loss":
                     name = "train_loss"

@@ -99,9 +99,7 @@ def _reference(model):
     """A frozen copy for full/freeze training; with LoRA, TRL uses the adapter-free (or copied) model."""
     if common.is_peft(model):
         return None
-    from trl import create_reference_model
-
-    return create_reference_model(model)
+    return common.frozen_copy(model)
 
 
 def _check_options(options: dict[str, Any], allowed: set[str], objective: str) -> None:

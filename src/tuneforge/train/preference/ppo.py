@@ -128,7 +128,7 @@ class PPOLoop:
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         # LoRA: the reference is the same model with adapters switched off (no second copy in memory).
-        self.reference = None if common.is_peft(policy) else _frozen_copy(policy)
+        self.reference = None if common.is_peft(policy) else common.frozen_copy(policy)
         params = [p for p in policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=float(recipe.hparams.learning_rate),
                                            weight_decay=recipe.hparams.weight_decay)
@@ -189,8 +189,8 @@ class PPOLoop:
                 nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                          self.recipe.hparams.max_grad_norm)
             self.optimizer.step()
-            stats["policy_loss"] += float(pg_loss) / epochs
-            stats["value_loss"] += float(vf_loss) / epochs
+            stats["policy_loss"] += pg_loss.item() / epochs
+            stats["value_loss"] += vf_loss.item() / epochs
             stats["clipfrac"] += float((((ratio - 1).abs() > clip) * roll.resp_mask).sum() / n_tokens) / epochs
         return stats
 
@@ -210,12 +210,6 @@ def _until_eos(response: torch.Tensor, eos_id: int | None) -> torch.Tensor:
     is_eos = (response == eos_id).long()
     after = (is_eos.cumsum(1) - is_eos) > 0
     return (~after).long()
-
-
-def _frozen_copy(model):
-    from trl import create_reference_model
-
-    return create_reference_model(model)
 
 
 def train_ppo(recipe: Recipe, run: RunContext) -> dict[str, Any]:
