@@ -74,13 +74,23 @@ def test_loss_matches_transformers_loss(tiny_model, tiny_tokenizer):
     assert result.examples[0]["prediction"] is None  # likelihood only: nothing generated
 
 
+def _noisy(model):
+    """Large random weights: the untrained model then emits varied tokens instead of only newlines."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    return model
+
+
 def test_batched_left_padded_generation_matches_one_by_one(tiny_model, tiny_tokenizer):
+    model = _noisy(tiny_model)
     prompts = ["hi", "What is the capital of France?", "Give three tips for staying healthy. Eat well", "who are you"]
     examples = to_examples([_chat(p, "x") for p in prompts])
-    batched = generate_answers(tiny_model, tiny_tokenizer, examples, GenerationSettings(6, batch_size=4))
-    single = generate_answers(tiny_model, tiny_tokenizer, examples, GenerationSettings(6, batch_size=1))
+    batched = generate_answers(model, tiny_tokenizer, examples, GenerationSettings(6, batch_size=4))
+    single = generate_answers(model, tiny_tokenizer, examples, GenerationSettings(6, batch_size=1))
+    assert len(set(single)) == len(prompts) and all(single)  # distinct, non-empty: padding errors would show
     assert batched == single
-    assert len(batched) == len(prompts)
 
 
 def test_outputs_one_prediction_row_per_example(tiny_model, tiny_tokenizer, tmp_path):
@@ -169,3 +179,10 @@ def test_text_and_preference_records(tiny_model, tiny_tokenizer):
     pref = Preference(prompt=Conversation(turns=[Turn("user", "hi")]), chosen="hello", rejected="go away")
     result = evaluate_model(tiny_model, tiny_tokenizer, [pref], ["exact_match"], max_new_tokens=2)
     assert result.examples[0]["reference"] == "hello" and result.task == "text"
+
+
+def test_label_generation_budget_is_capped(tiny_model, tiny_tokenizer):
+    result = evaluate_model(_noisy(tiny_model), tiny_tokenizer, _labelled(4), ["accuracy"], max_new_tokens=128)
+    longest = max(len(tiny_tokenizer(lab, add_special_tokens=False)["input_ids"]) for lab in result.labels)
+    assert result.settings["max_new_tokens_used"] == longest + 8
+    assert all(len(row["prediction"]) < 8 * (longest + 8) for row in result.examples)  # not 128 tokens of text
