@@ -70,3 +70,22 @@ def test_gae_credits_the_final_reward_to_every_token():
     adv, returns = gae(rewards, torch.zeros(1, 3), torch.ones(1, 3), gamma=1.0, lam=1.0)
     assert returns.tolist() == [[1.0, 1.0, 1.0]]
     assert torch.allclose(adv, torch.zeros(1, 3))  # whitened: equal advantages become zero
+
+
+def test_builtin_rule_rewards():
+    from tuneforge.train.preference.rewards import concise, ends_with_word
+
+    assert ends_with_word([], ["ok, thanks!", "thanks, ok", "nope"], word="Thanks") == [1.0, 0.5, 0.0]
+    short, long = concise([], ["Yes.", " ".join(["word"] * 30)], max_words=20)
+    assert short == 1.0 and long == 0.0
+
+
+@pytest.mark.parametrize("name", ["dpo", "reward", "ppo"])
+def test_example_recipes_are_valid_and_point_at_shared_data(name, shared_data):
+    from pathlib import Path
+
+    from tuneforge.config.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).parents[1] / "examples" / f"{name}.yaml")
+    assert recipe.method.objective == name
+    assert Path(recipe.data.sources[0].path).resolve() == (shared_data / "dpo_en_demo.json").resolve()

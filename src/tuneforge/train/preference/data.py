@@ -133,6 +133,17 @@ def paired_rows(records: Iterable[Preference]) -> list[dict[str, Any]]:
              "rejected": [{"role": "assistant", "content": r.rejected}]} for r in records]
 
 
+def plain_prompt(messages: list[dict[str, str]]) -> str:
+    """A prompt as plain text, for models without a chat template (e.g. an encoder reward model)."""
+    return "\n".join(m["content"] for m in messages if m["role"] != "assistant") + "\n"
+
+
+def plain_paired_rows(records: Iterable[Preference]) -> list[dict[str, Any]]:
+    """TRL's standard (non-chat) preference shape: the texts are concatenated prompt + answer."""
+    return [{"prompt": plain_prompt(r.prompt.messages()), "chosen": r.chosen, "rejected": r.rejected}
+            for r in records]
+
+
 def unpaired_rows(records: Iterable[Any]) -> list[dict[str, Any]]:
     """TRL's conversational KTO shape (prompt, completion, label); a pair gives one good and one bad row."""
     rows = []

@@ -10,8 +10,8 @@ the loop TRL's PPOTrainer implemented), compact enough to read in one sitting:
   3. advantages with GAE from a value head on the policy's last hidden state;
   4. a few epochs of the clipped policy objective + clipped value loss on that batch.
 
-`method.options`: reward_fn ("module:function", called as fn(prompts=[...], completions=[...]) -> floats) or
-reward_model (a reward run folder); kl_coef 0.05, max_new_tokens 32, temperature 1.0, ppo_epochs 2,
+`method.options`: reward_fn ("module:function", called as fn(prompts=[...], completions=[...], **reward_kwargs)
+-> floats; prompts are the plain user text) or reward_model (a reward run folder); kl_coef 0.05, max_new_tokens 32, temperature 1.0, ppo_epochs 2,
 cliprange 0.2, vf_coef 0.1, gamma 1.0, lam 0.95.
 """
 
@@ -30,14 +30,15 @@ from torch import nn
 from tuneforge.config.recipe import Recipe, load_recipe
 from tuneforge.errors import ConfigError
 from tuneforge.train.preference import common
-from tuneforge.train.preference.data import load_preference_data, prompt_messages
+from tuneforge.train.preference.data import load_preference_data, plain_prompt, prompt_messages
 from tuneforge.train.runfolder import RunContext
 
 PPO_DEFAULTS = {"kl_coef": 0.05, "max_new_tokens": 32, "temperature": 1.0, "ppo_epochs": 2,
                 "cliprange": 0.2, "vf_coef": 0.1, "gamma": 1.0, "lam": 0.95}
-PPO_OPTIONS = set(PPO_DEFAULTS) | {"reward_fn", "reward_model"}
+PPO_OPTIONS = set(PPO_DEFAULTS) | {"reward_fn", "reward_model", "reward_kwargs"}
 
-RewardFn = Callable[[list[str], list[str]], list[float]]
+# Internal reward signature: (prompt messages, completions) -> scores.
+RewardFn = Callable[[list[list[dict[str, str]]], list[str]], list[float]]
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Rollout:
     kl: torch.Tensor  # [B] summed log p - log p_ref
 
 
-def load_reward_fn(spec: str) -> RewardFn:
+def load_reward_fn(spec: str, kwargs: dict[str, Any] | None = None) -> RewardFn:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"method.options.reward_fn: expected 'module:function', got {spec!r}")
@@ -63,13 +64,21 @@ def load_reward_fn(spec: str) -> RewardFn:
         raise ConfigError(f"method.options.reward_fn: cannot import {spec!r}: {exc}") from None
     if not callable(fn):
         raise ConfigError(f"method.options.reward_fn: {spec!r} is not callable")
-    return lambda prompts, completions: [float(x) for x in fn(prompts=prompts, completions=completions)]
+    kwargs = dict(kwargs or {})
+
+    def score(messages: list[list[dict[str, str]]], completions: list[str]) -> list[float]:
+        prompts = [plain_prompt(m).rstrip("\n") for m in messages]
+        return [float(x) for x in fn(prompts=prompts, completions=completions, **kwargs)]
+
+    return score
 
 
-def reward_model_fn(folder: str, tokenizer, max_length: int) -> RewardFn:
-    """Score with a trained reward run: prompt + completion rendered with the chat template, one scalar."""
+def reward_model_fn(folder: str, max_length: int) -> RewardFn:
+    """Score with a trained reward run (its own tokenizer and text layout), one scalar per completion."""
+    from transformers import AutoTokenizer
+
     from tuneforge.models import load_model
-    from tuneforge.train.preference.reward import score_texts
+    from tuneforge.train.preference.reward import reward_texts, score_texts
 
     weights = common.init_run_folder(folder)
     if (weights / "adapter_config.json").is_file():
@@ -80,10 +89,13 @@ def reward_model_fn(folder: str, tokenizer, max_length: int) -> RewardFn:
         model = PeftModel.from_pretrained(base, str(weights)).merge_and_unload()
     else:
         model, _ = load_model(str(weights), head="sequence_classification", num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(str(weights))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
 
-    def score(prompts: list[str], completions: list[str]) -> list[float]:
-        texts = [p + c for p, c in zip(prompts, completions)]
+    def score(messages: list[list[dict[str, str]]], completions: list[str]) -> list[float]:
+        texts = reward_texts(tokenizer, messages, completions)
         return score_texts(model, tokenizer, texts, max_length=max_length)
 
     return score
@@ -119,9 +131,10 @@ def gae(rewards, values, mask, gamma: float, lam: float):
 
 
 class PPOLoop:
-    def __init__(self, recipe: Recipe, policy, tokenizer, reward_fn: RewardFn, prompts: list[str]) -> None:
+    def __init__(self, recipe: Recipe, policy, tokenizer, reward_fn: RewardFn,
+                 prompts: list[list[dict[str, str]]]) -> None:
         self.recipe, self.policy, self.tokenizer, self.reward_fn = recipe, policy, tokenizer, reward_fn
-        self.prompts = prompts
+        self.prompts = prompts  # chat messages ending with a user turn
         self.opt = {**PPO_DEFAULTS, **{k: v for k, v in recipe.method.options.items() if k in PPO_DEFAULTS}}
         hidden = policy.config.hidden_size
         self.value_head = nn.Linear(hidden, 1)
@@ -135,10 +148,12 @@ class PPOLoop:
         self.rng = random.Random(recipe.seed)
 
     @torch.no_grad()
-    def rollout(self, prompts: list[str]) -> Rollout:
+    def rollout(self, prompts: list[list[dict[str, str]]]) -> Rollout:
         tok, opt = self.tokenizer, self.opt
-        tok.padding_side = "left"
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
+        side, tok.padding_side = tok.padding_side, "left"  # generation continues on the right
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        tok.padding_side = side
         self.policy.eval()
         out = self.policy.generate(**enc, do_sample=True, top_k=0, top_p=1.0,
                                    temperature=float(opt["temperature"]),
@@ -227,12 +242,11 @@ def train_ppo(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     recipe, chosen = common.resolve_hparams(recipe, len(data.train))
     torch.manual_seed(recipe.seed)
     policy, tokenizer = common.load_policy(recipe)
-    prompts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-               for m in prompt_messages(data.train)]
+    prompts = prompt_messages(data.train)
     if options.get("reward_fn"):
-        reward_fn = load_reward_fn(str(options["reward_fn"]))
+        reward_fn = load_reward_fn(str(options["reward_fn"]), options.get("reward_kwargs"))
     else:
-        reward_fn = reward_model_fn(str(options["reward_model"]), tokenizer, recipe.hparams.cutoff_len)
+        reward_fn = reward_model_fn(str(options["reward_model"]), recipe.hparams.cutoff_len)
     loop = PPOLoop(recipe, policy, tokenizer, reward_fn, prompts)
     steps = recipe.hparams.max_steps or max(1, math.ceil(float(recipe.hparams.epochs) * len(prompts)
                                                          / recipe.hparams.batch_size))

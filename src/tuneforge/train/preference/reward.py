@@ -15,7 +15,13 @@ import torch
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import ModelError
 from tuneforge.train.preference import common
-from tuneforge.train.preference.data import load_preference_data, paired_rows, to_dataset
+from tuneforge.train.preference.data import (
+    load_preference_data,
+    paired_rows,
+    plain_paired_rows,
+    plain_prompt,
+    to_dataset,
+)
 from tuneforge.train.runfolder import RunContext
 
 HEAD_NAMES = ("score", "classifier")  # the freshly initialised head of *ForSequenceClassification
@@ -62,12 +68,14 @@ def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     data = load_preference_data(recipe)
     recipe, chosen = common.resolve_hparams(recipe, len(data.train))
     model, tokenizer = load_reward_model(recipe)
-    val = to_dataset(paired_rows(data.val))
+    # Encoders (BERT-style) have no chat template: they read plain "prompt\nanswer" text.
+    rows = paired_rows if getattr(tokenizer, "chat_template", None) else plain_paired_rows
+    val = to_dataset(rows(data.val))
     center = recipe.method.options.get("center_rewards_coefficient")
     args = common.trl_args(RewardConfig, recipe, run, val is not None,
                            center_rewards_coefficient=float(center) if center is not None else None)
     trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
-                            train_dataset=to_dataset(paired_rows(data.train)), eval_dataset=val)
+                            train_dataset=to_dataset(rows(data.train)), eval_dataset=val)
     common.quiet_trainer(trainer)
     trainer.add_callback(common.monitor_callback(run))
     before = trainer.evaluate() if val is not None else {}
@@ -85,6 +93,14 @@ def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
         "auto": chosen, "final_dir": str(final), "rejected_rows": data.rejected, "recipe": recipe,
         "stopped": trainer.state.global_step < trainer.state.max_steps,
     }
+
+
+def reward_texts(tokenizer, messages: list[list[dict[str, str]]], completions: list[str]) -> list[str]:
+    """prompt + completion the way the reward model saw its training pairs."""
+    if getattr(tokenizer, "chat_template", None):
+        return [tokenizer.apply_chat_template(m + [{"role": "assistant", "content": c}], tokenize=False)
+                for m, c in zip(messages, completions)]
+    return [plain_prompt(m) + c for m, c in zip(messages, completions)]
 
 
 @torch.no_grad()
