@@ -104,3 +104,22 @@ def test_continuous_batch_mixes_adapters_per_row(tiny_model_dir, tmp_path):
     assert alone_base != alone_alpha
     assert mixed == [alone_base, alone_alpha, alone_base, alone_alpha]
     assert engine.batches_run == 1  # one prefill for all four rows, two adapters
+
+
+@pytest.mark.real
+def test_real_smollm2_continuous_matches_static():
+    from tuneforge.serve.generation import encode_chat
+
+    served = resolve_target("smollm2-135m-instruct")
+    ids = encode_chat([{"role": "user", "content": "What is the capital of France?"}], served.tokenizer)
+
+    async def run(engine_cls):
+        engine = engine_cls(served, max_batch=2, threads=1)
+        await engine.start()
+        try:
+            return (await engine.submit(Job(prompt_ids=ids, max_tokens=12, temperature=0)))[0]
+        finally:
+            await engine.stop()
+
+    continuous, static = asyncio.run(run(ContinuousEngine)), asyncio.run(run(Engine))
+    assert continuous.text == static.text and "Paris" in continuous.text

@@ -130,3 +130,13 @@ def test_next_round_recipe(feedback_db, tmp_path):
     assert recipe.model.init_from_run == str(run.resolve()) == raw["model"]["init_from_run"]
     assert [s.path for s in recipe.data.sources] == [str((tmp_path / "out" / "sft.jsonl").resolve()), str(data)]
     assert recipe.name == "demo-next"
+
+
+def test_export_cli_prints_counts(feedback_db, tmp_path, capsys):
+    from tuneforge.cli import main
+
+    assert main(["feedback", "export", "--db", str(feedback_db), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    # no --previous: "Say hi." / "hello there" is exported this time
+    assert "sft: 4 ->" in out and "preferences: 4 ->" in out and "1 feedback rows without" in out
+    assert main(["feedback", "export", "--db", str(tmp_path / "missing.sqlite"), "--out", str(tmp_path)]) == 2

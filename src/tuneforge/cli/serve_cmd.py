@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -63,11 +64,12 @@ def export_cmd(
     if not Path(db).is_file():
         raise ConfigError(f"--db {db}: file not found")
     s = export_feedback(db, out, previous)
-    console.print(f"read {s.completions} completions, {s.feedback} feedback rows")
-    console.print(f"sft: {s.sft} -> {s.files['sft']}")
-    console.print(f"preferences: {s.preferences} -> {s.files['preferences']}")
-    console.print(f"skipped: {s.duplicates_previous} already in previous data, {s.duplicates_within} duplicates, "
-                  f"{s.orphan_feedback} feedback rows without a logged completion")
+    say = functools.partial(console.print, soft_wrap=True, markup=False)
+    say(f"read {s.completions} completions, {s.feedback} feedback rows")
+    say(f"sft: {s.sft} -> {s.files['sft']}")
+    say(f"preferences: {s.preferences} -> {s.files['preferences']}")
+    say(f"skipped: {s.duplicates_previous} already in previous data, {s.duplicates_within} duplicates, "
+        f"{s.orphan_feedback} feedback rows without a logged completion")
     if run:
         next_round_recipe(run, out)
         console.print(f"next round recipe: {Path(out) / 'next_recipe.yaml'}  (tuneforge train {Path(out) / 'next_recipe.yaml'})")

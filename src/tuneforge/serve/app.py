@@ -123,7 +123,8 @@ def _register_misc_routes(app: FastAPI, engine: Engine, store: FeedbackStore | N
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": engine.model_names(), "waiting": engine._waiting,
+        return {"status": "ok", "models": engine.model_names(), "default_model": engine.served.default,
+                "scheduler": type(engine).__name__, "waiting": engine._waiting,
                 "batches_run": engine.batches_run, "rows_run": engine.rows_run}
 
     @app.get("/v1/models")

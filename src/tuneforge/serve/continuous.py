@@ -84,6 +84,8 @@ class ContinuousEngine(Engine):
         self._executor.shutdown(wait=False)
 
     def enqueue(self, job: Job) -> asyncio.Future:
+        if self._thread is None:
+            raise RuntimeError("engine not started")
         if self._waiting >= self.queue_size:
             raise QueueFull(f"{self._waiting} requests are waiting (queue size {self.queue_size})")
         job.future = self._loop.create_future()
