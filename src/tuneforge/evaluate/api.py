@@ -112,32 +112,19 @@ def evaluate_model(
         say("likelihood")
         corpus.update(_likelihood(model, tokenizer, examples, rows, wanted, cutoff_len, batch_size))
 
-    extras: dict[str, Any] = {}
     chat = [ex for ex in examples if ex.prompt is not None]
     predictions: list[str] = []
-    budget = max_new_tokens
+    extras: dict[str, Any] = {}
+    budget = _generation_budget(tokenizer, task, labels, max_new_tokens)
     if chat and any(m in GENERATION_METRICS for m in wanted):
         say("generation")
         if classifier:
             logits = classifier_logits(model, tokenizer, [_user_text(ex) for ex in chat], cutoff_len)
             predictions = [labels[i] for i in logits.argmax(-1).tolist()]
         else:
-            if task == "label" and labels:
-                # A label answer never needs more than the longest label (+ slack for "Answer: ..."):
-                # capping it makes label tasks several times faster than a 128-token budget.
-                longest = max(len(tokenizer(lab, add_special_tokens=False)["input_ids"]) for lab in labels)
-                budget = min(max_new_tokens, longest + 8)
             settings = GenerationSettings(budget, temperature, top_p, batch_size)
             predictions = generate_answers(model, tokenizer, chat, settings)
-        refs = [ex.reference for ex in chat]
-        scores, per_example, extras = score_generations(predictions, refs, wanted, labels)
-        corpus.update(scores)
-        for ex, pred, sc in zip(chat, predictions, per_example):
-            rows[ex.index]["prediction"] = pred
-            rows[ex.index]["scores"].update(sc)
-        if "predicted_labels" in extras:
-            for ex, lab in zip(chat, extras["predicted_labels"]):
-                rows[ex.index]["predicted_label"] = lab
+        corpus.update(_score(chat, predictions, rows, wanted, labels, extras))
 
     calib = None
     if "calibration" in wanted and task == "label" and labels:
@@ -166,8 +153,8 @@ def evaluate_model(
     result = EvalResult(
         name=name, task=task, metrics=corpus, examples=rows, labels=labels,
         confusion=extras.get("confusion"), calibration=calib.to_dict() if calib else None, bias=bias,
-        settings={"metrics": wanted, "max_new_tokens": max_new_tokens, "max_new_tokens_used": budget, "temperature": temperature,
-                  "top_p": top_p, "batch_size": batch_size, "cutoff_len": cutoff_len},
+        settings={"metrics": wanted, "max_new_tokens": max_new_tokens, "max_new_tokens_used": budget,
+                  "temperature": temperature, "top_p": top_p, "batch_size": batch_size, "cutoff_len": cutoff_len},
         run_dir=str(run_dir) if run_dir else None,
     )
     if calib is not None and calib.fitted_on:
@@ -194,6 +181,28 @@ def _row(ex: EvalExample) -> dict[str, Any]:
         "index": ex.index, "prompt": ex.prompt_display, "reference": ex.reference,
         "prediction": None, "scores": {}, "groups": ex.groups,
     }
+
+
+def _generation_budget(tokenizer, task: str, labels, max_new_tokens: int) -> int:
+    """A label answer never needs more than the longest label (+ slack for "Answer: ..."): capping the
+    budget makes label tasks several times faster than a 128-token default."""
+    if task != "label" or not labels:
+        return max_new_tokens
+    longest = max(len(tokenizer(lab, add_special_tokens=False)["input_ids"]) for lab in labels)
+    return min(max_new_tokens, longest + 8)
+
+
+def _score(chat, predictions, rows, wanted, labels, extras: dict) -> dict[str, float]:
+    """Score generations; per-example scores and mapped labels go into `rows`, the confusion into `extras`."""
+    scores, per_example, found = score_generations(predictions, [ex.reference for ex in chat], wanted, labels)
+    extras.update(found)
+    mapped = found.get("predicted_labels")
+    for k, (ex, pred, sc) in enumerate(zip(chat, predictions, per_example)):
+        rows[ex.index]["prediction"] = pred
+        rows[ex.index]["scores"].update(sc)
+        if mapped:
+            rows[ex.index]["predicted_label"] = mapped[k]
+    return scores
 
 
 def _user_text(ex: EvalExample) -> str:
