@@ -259,3 +259,12 @@ def test_our_own_splits_do_not_leak(tmp_path):
     records = [Preference(prompt, distinct_text(n), "bad answer") for n in range(30)]
     result = run(records, only("leakage", split__val=0.3), tmp_path)
     assert result.report["steps"]["leakage"]["total"] == 0
+
+
+def test_pii_offsets_in_long_texts_are_exact(tmp_path):
+    # only windows around the regex gates reach presidio: offsets must map back to the full text
+    filler = " ".join(f"word{i}" for i in range(300))
+    text = f"ann@example.com {filler} card 4111 1111 1111 1111 end {filler} again ann@example.com"
+    result = run([conv(text, "ok")], only("pii", split__val=0), tmp_path)
+    assert all_out(result)[0].turns[0].content == (
+        f"<EMAIL_1> {filler} card <CREDIT_CARD_1> end {filler} again <EMAIL_1>")

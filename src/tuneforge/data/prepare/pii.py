@@ -24,17 +24,36 @@ NER_CANDIDATES = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core
 NER_MISSING = "person/location names: skipped, no NER model installed; install en_core_web_sm to enable"
 
 # Presidio costs ~1-10 ms per text (phonenumbers' matcher, spaCy token objects), far too slow for every row
-# of a 50k-row file. A cheap regex per entity gates which texts reach the analyzer, and which recognizers
-# run on them; every pattern below is a superset of what the matching presidio recognizer can accept.
-GATES = {
-    "EMAIL_ADDRESS": re.compile(r"@"),
-    "URL_CREDENTIALS": re.compile(r"://[^\s/@]+@"),
-    "IP_ADDRESS": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}"
-                            r"|::[0-9A-Fa-f]{1,4}"),
-    "PHONE_NUMBER": re.compile(r"(?:\d[ \t().\-/+]*){7,}"),  # phone numbers have >= 7 digits
-    "CREDIT_CARD": re.compile(r"(?:\d[ \-]*){12,}\d"),  # 13-19 digits
-    "IBAN_CODE": re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,}"),  # >= 15 characters
-}
+# of a 50k-row file. Cheap regexes gate which texts reach the analyzer, which recognizers run on them and
+# which windows of the text are analyzed; each gate accepts a superset of what its presidio recognizer
+# accepts. Every gate pattern starts at a rare character (@, :, a digit) so scanning stays cheap.
+_DIGIT_RUN = re.compile(r"\d[\d \t().\-/+]{6,}")  # phone numbers have >= 7 digits, cards 13-19
+_IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+_IPV6 = re.compile(r":[0-9A-Fa-f]{0,4}:")
+_URL_CREDENTIALS = re.compile(r"://[^\s/@]+@")
+_IBAN = re.compile(r"(?<=[A-Za-z]{2})\d\d(?:[ ]?[A-Za-z0-9]){11,}")  # >= 15 characters with the country
+
+
+def gate_matches(text: str, entities: frozenset[str] | set[str]) -> list[tuple[str, int, int]]:
+    """(entity, start, end) of every place a configured pattern entity could be."""
+    out: list[tuple[str, int, int]] = []
+    if "EMAIL_ADDRESS" in entities and "@" in text:
+        out += [("EMAIL_ADDRESS", m.start(), m.end()) for m in re.finditer("@", text)]
+    if "URL_CREDENTIALS" in entities and "://" in text:
+        out += [("URL_CREDENTIALS", m.start(), m.end()) for m in _URL_CREDENTIALS.finditer(text)]
+    if "IP_ADDRESS" in entities and ":" in text:
+        out += [("IP_ADDRESS", m.start(), m.end()) for m in _IPV6.finditer(text)]
+    if "IBAN_CODE" in entities:
+        out += [("IBAN_CODE", m.start() - 2, m.end()) for m in _IBAN.finditer(text)]
+    for m in _DIGIT_RUN.finditer(text):
+        digits = sum(c.isdigit() for c in m.group())
+        if "PHONE_NUMBER" in entities and digits >= 7:
+            out.append(("PHONE_NUMBER", m.start(), m.end()))
+        if "CREDIT_CARD" in entities and digits >= 13:
+            out.append(("CREDIT_CARD", m.start(), m.end()))
+        if "IP_ADDRESS" in entities and _IPV4.search(m.group()):
+            out.append(("IP_ADDRESS", m.start(), m.end()))
+    return out
 
 
 @dataclass
@@ -44,6 +63,10 @@ class Engines:
     anonymizer: object
     entities: list[str]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def pattern_entities(self) -> frozenset[str]:
+        return frozenset(self.entities) - NER_ENTITIES
 
 
 def _url_credentials_recognizer():
@@ -127,7 +150,7 @@ def build_engines(entities: tuple[str, ...], ner_model: str) -> Engines:
 
 
 def _gated_entities(text: str, engines: Engines) -> frozenset[str]:
-    found = {e for e in engines.entities if e in GATES and GATES[e].search(text)}
+    found = {e for e, _, _ in gate_matches(text, engines.pattern_entities)}
     found |= NER_ENTITIES & set(engines.entities)  # NER has no cheap gate
     return frozenset(found)
 
@@ -167,21 +190,51 @@ def _reserve_in_reading_order(replacer: Replacer, text: str, results) -> None:
         replacer.reserve(r.entity_type, text[r.start:r.end])
 
 
+WINDOW = 200  # characters of context kept around each gate match (presidio's context words are ~5 tokens)
+
+
+def windows(text: str, ents: frozenset[str]) -> list[tuple[int, int]]:
+    """Merged [start, end) spans around the gate matches, widened to whitespace so no token is cut."""
+    spans = sorted((max(0, a - WINDOW), min(len(text), b + WINDOW)) for _, a, b in gate_matches(text, ents))
+    merged: list[list[int]] = []
+    for start, end in spans:
+        while start > 0 and not text[start - 1].isspace():
+            start -= 1
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
 def _analyze(pending: list[tuple[int, tuple, str, frozenset]], engines: Engines, cfg: PiiConfig):
-    """Batch the gated texts through presidio, grouped by which recognizers they need."""
+    """Batch the gated texts through presidio, grouped by which recognizers they need.
+
+    Without NER only windows around the gate matches are analyzed, not whole texts: spaCy tokenization
+    and phonenumbers' matcher cost grows with text length, and a 2,000-character answer with one phone
+    number then costs as much as a 400-character one. Offsets are shifted back to the full text."""
+    ner = bool(NER_ENTITIES & set(engines.entities))
+    pieces: list[tuple[int, int, str, frozenset]] = []  # (pending index, offset, text, entities)
+    for n, (_, _, text, ents) in enumerate(pending):
+        spans = [(0, len(text))] if ner else windows(text, ents)
+        pieces += [(n, a, text[a:b], ents) for a, b in spans]
     results: dict[tuple[int, tuple], list] = {}
     groups: dict[frozenset, list[int]] = defaultdict(list)
-    for n, (_, _, _, ents) in enumerate(pending):
-        groups[ents].append(n)
+    for p, piece in enumerate(pieces):
+        groups[piece[3]].append(p)
     for ents, members in sorted(groups.items(), key=lambda kv: sorted(kv[0])):
-        texts = [pending[n][2] for n in members]
         found = engines.batch.analyze_iterator(
-            texts, language="en", batch_size=cfg.batch_size, entities=sorted(ents),
-            score_threshold=cfg.score_threshold,
+            [pieces[p][2] for p in members], language="en", batch_size=cfg.batch_size,
+            entities=sorted(ents), score_threshold=cfg.score_threshold,
         )
-        for n, res in zip(members, found):
+        for p, res in zip(members, found):
+            n, offset = pieces[p][0], pieces[p][1]
+            for r in res:
+                r.start, r.end = r.start + offset, r.end + offset
             if res:
-                results[(pending[n][0], pending[n][1])] = res
+                results.setdefault((pending[n][0], pending[n][1]), []).extend(res)
     return results
 
 
