@@ -60,10 +60,10 @@ def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 300) -> None:
     raise RuntimeError("server did not become ready")
 
 
-async def client_loop(client: httpx.AsyncClient, model: str, texts: list[str], max_tokens: int,
+async def client_loop(client: httpx.AsyncClient, model: str, texts: list[str], max_tokens: tuple[int, int],
                       stop_at: float, stats: dict, rng: random.Random) -> None:
     while time.monotonic() < stop_at:
-        body = {"model": model, "max_tokens": max_tokens, "temperature": 0,
+        body = {"model": model, "max_tokens": rng.randint(*max_tokens), "temperature": 0,
                 "messages": [{"role": "user", "content": rng.choice(texts)}]}
         t0 = time.monotonic()
         try:
@@ -82,7 +82,8 @@ async def client_loop(client: httpx.AsyncClient, model: str, texts: list[str], m
         stats["feedback_ok"] += fb.status_code == 200
 
 
-async def load(url: str, model: str, clients: int, duration: float, max_tokens: int, texts: list[str]) -> dict:
+async def load(url: str, model: str, clients: int, duration: float, max_tokens: tuple[int, int],
+               texts: list[str]) -> dict:
     stats = {"status": {}, "latency": [], "feedback_sent": 0, "feedback_ok": 0, "completion_tokens": 0,
              "transport_errors": []}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -126,7 +127,9 @@ def run_one(args, max_batch: int, scheduler: str, texts: list[str], workdir: Pat
         httpx.post(url + "/v1/chat/completions", timeout=300, json={  # warm-up, not counted
             "model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
         load_before = os.getloadavg()[0]
-        stats = asyncio.run(load(url, model, args.clients, args.duration, args.max_tokens, texts))
+        lo_hi = tuple(int(v) for v in args.max_tokens_mix.split(",")) if args.max_tokens_mix else (
+            args.max_tokens, args.max_tokens)
+        stats = asyncio.run(load(url, model, args.clients, args.duration, lo_hi, texts))
         result = summarize(stats, db)
         result["max_batch"], result["scheduler"] = max_batch, scheduler
         result["loadavg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -146,6 +149,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--max-tokens-mix", default=None, metavar="LO,HI",
+                        help="each request draws max_tokens uniformly from LO..HI (mixed output lengths)")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--queue", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
@@ -163,7 +168,7 @@ def main() -> int:
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/serve_load.py", *sys.argv[1:]]),
         "model": args.model, "clients": args.clients, "duration_s": args.duration,
-        "max_tokens": args.max_tokens, "threads": args.threads, "cpu_count": os.cpu_count(),
+        "max_tokens": args.max_tokens_mix or args.max_tokens, "threads": args.threads, "cpu_count": os.cpu_count(),
         "note": "shared 2-core machine, other engineers' jobs running; loopback; greedy decoding",
         **runs,
     }
