@@ -145,18 +145,19 @@ def worker_tuneforge(args) -> dict:
     batches = batcher.batches(0)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, fused=True)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / len(batches))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / len(batches)))
     model.train()
     losses, profile = [], None
     t0 = time.perf_counter()
-    for step, batch in enumerate(batches):
-        if args.profile and step == 1:
-            profile = profiled_step(model, batch, params, optimizer, schedule)
-            losses.append(profile.pop("loss"))
-            continue
-        losses.append(train_step(model, batch, params, optimizer, schedule))
+    for batch in batches:
+        losses.append(train_step(model, batch, params, optimizer, schedule, args.micro_tokens))
     train_s = time.perf_counter() - t0
     rss_trained = peak_rss_mb()
+    val_loss = validation_loss(model, tokenizer, args)
+    if args.profile:  # after the measured epoch and validation: it changes none of the reported numbers
+        model.train()
+        profile = profiled_step(model, batches[min(1, len(batches) - 1)], params, optimizer, schedule,
+                                args.micro_tokens)
     flops = model_flops(model, data.stats["tokens"], data.stats["label_tokens"], args.full,
                         seq_len=data.stats["tokens"] / max(len(data.examples), 1))
     return {
@@ -165,10 +166,9 @@ def worker_tuneforge(args) -> dict:
         "steps": len(batches),
         "train_loss_mean": sum(losses) / len(losses),
         "train_loss_last": losses[-1],
-        "val_loss": validation_loss(model, tokenizer, args),
-        "peak_rss_mb": peak_rss_mb(),
+        "val_loss": val_loss,
+        "peak_rss_mb": rss_trained,
         "rss_after_load_mb": rss_loaded,
-        "rss_after_train_mb": rss_trained,
         "matmul_peak_gflops": peak / 1e9,
         "mfu_standard_6N": flops["standard_6N"] / train_s / peak,
         "mfu_executed": flops["executed"] / train_s / peak,
@@ -178,27 +178,30 @@ def worker_tuneforge(args) -> dict:
     }
 
 
-def train_step(model, batch, params, optimizer, schedule) -> float:
+def train_step(model, batch, params, optimizer, schedule, micro_tokens: int) -> float:
+    """One optimizer step over the batch, run as token-budget micro-batches (exactly the batch gradient)."""
     import torch
 
     from tuneforge.train.loss import causal_lm_loss
 
-    out = causal_lm_loss(model, batch)
-    loss = out.loss
-    loss.backward()
+    total = 0.0
+    for part in batch.split(micro_tokens):
+        out = causal_lm_loss(model, part)
+        (out.loss_sum / batch.n_label_tokens).backward()
+        total += out.loss_sum.item()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss)
+    return total / batch.n_label_tokens
 
 
-def profiled_step(model, batch, params, optimizer, schedule) -> dict:
+def profiled_step(model, batch, params, optimizer, schedule, micro_tokens: int) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        loss = train_step(model, batch, params, optimizer, schedule)
+        loss = train_step(model, batch, params, optimizer, schedule, micro_tokens)
     step_s = time.perf_counter() - t0
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40)
     return {"loss": loss, "step_s_profiled": step_s, "batch_tokens": batch.n_tokens,
@@ -243,9 +246,8 @@ def worker_trl(args) -> dict:
         "train_loss_mean": result.training_loss,
         "train_loss_last": losses[-1] if losses else None,
         "val_loss": validation_loss(trainer.model, tokenizer, args),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": rss_trained,
         "rss_after_load_mb": rss_loaded,
-        "rss_after_train_mb": rss_trained,
         **data.stats,
     }
 
@@ -263,6 +265,7 @@ def run_worker(name: str, argv: list[str]) -> dict:
     result = json.loads(Path(result_path).read_text())
     os.unlink(result_path)
     result["wall_s"] = time.perf_counter() - t0
+    print(f"[bench] {name}: " + json.dumps({k: v for k, v in result.items() if k != "profile"}), flush=True)
     return result
 
 
@@ -299,10 +302,12 @@ def parse_args(argv=None):
     p.add_argument("--val-rows", type=int, default=32, help="validation rows (the next N)")
     p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     p.add_argument("--skip-trl", action="store_true", help="only run tuneforge's path")
-    p.add_argument("--profile", action="store_true", help="torch.profiler on tuneforge's second step")
+    p.add_argument("--profile", action="store_true", help="torch.profiler on one extra tuneforge step, after the run")
     p.add_argument("--cutoff", type=int, default=512)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--micro-tokens", type=int, default=512,
+                   help="tuneforge: padded tokens per micro-batch (same gradient, lower peak memory)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: physical cores)")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/<date>.json)")
     p.add_argument("--worker", choices=["tuneforge", "trl"], help=argparse.SUPPRESS)
@@ -321,7 +326,7 @@ def main(argv=None) -> None:
 
     hf_folder(MODEL)  # convert the GGUF once, outside the timed and measured workers
     passthrough = [f"--rows={args.rows}", f"--val-rows={args.val_rows}", f"--cutoff={args.cutoff}",
-                   f"--batch={args.batch}", f"--lr={args.lr}"]
+                   f"--batch={args.batch}", f"--lr={args.lr}", f"--micro-tokens={args.micro_tokens}"]
     passthrough += ["--full"] * args.full + ["--profile"] * args.profile
     passthrough += [f"--threads={args.threads}"] if args.threads else []
     results: dict = {"tuneforge": run_worker("tuneforge", passthrough)}
@@ -336,7 +341,7 @@ def main(argv=None) -> None:
         "load_avg_at_end": os.getloadavg(),
         "model": MODEL,
         "rows": args.rows, "val_rows": args.val_rows, "cutoff": args.cutoff, "batch": args.batch,
-        "lr": args.lr, "method": "full" if args.full else "lora r16 a32 all-linear",
+        "lr": args.lr, "micro_tokens": args.micro_tokens, "method": "full" if args.full else "lora r16 a32 all-linear",
     }
     out = args.out or REPO / "bench" / "results" / f"{dt.date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
