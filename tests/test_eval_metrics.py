@@ -39,21 +39,24 @@ def test_normalized_exact_match_ignores_case_punctuation_articles():
 def test_label_metrics_match_sklearn():
     labels = ["negative", "neutral", "positive"]
     refs = ["positive", "negative", "neutral", "positive", "negative", "neutral"]
-    preds = ["Positive.", "negative", "positive", "I think positive", "blah", "neutral"]
+    preds = ["Positive.", "negative", "positive", "I think positive", "blah", "neutral or positive"]
     corpus, per_example, extras = score_generations(preds, refs, ["accuracy", "macro_f1"], labels)
-    mapped = ["positive", "negative", "positive", M.OTHER_LABEL, M.OTHER_LABEL, "neutral"]
+    mapped = ["positive", "negative", "positive", "positive", M.OTHER_LABEL, "neutral"]
     assert extras["predicted_labels"] == mapped
     assert corpus["accuracy"] == pytest.approx(accuracy_score(refs, mapped))
     assert corpus["macro_f1"] == pytest.approx(f1_score(refs, mapped, labels=labels, average="macro"))
     axis = labels + [M.OTHER_LABEL]
     assert extras["confusion"]["labels"] == axis
     assert extras["confusion"]["matrix"] == confusion_matrix(refs, mapped, labels=axis).tolist()
-    assert [row["correct"] for row in per_example] == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert [row["correct"] for row in per_example] == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
 
 
 def test_map_to_label_prefers_longest_label():
     assert M.map_to_label("very positive, clearly", ["positive", "very positive"]) == "very positive"
     assert M.map_to_label("neutral", ["positive"]) == M.OTHER_LABEL
+    assert M.map_to_label("The sentiment of this review is Negative.", ["negative", "positive"]) == "negative"
+    assert M.map_to_label("not positive but negative", ["negative", "positive"]) == M.OTHER_LABEL
+    assert M.map_to_label("it is very positive", ["positive", "very positive"]) == "very positive"
 
 
 def test_json_scores_parse_first_object_and_count_fields():

@@ -168,7 +168,11 @@ def map_to_label(prediction: str, labels: list[str]) -> str:
     for key in sorted(by_norm, key=len, reverse=True):
         if key and (norm.startswith(key + " ") or norm == key):
             return by_norm[key]
-    return OTHER_LABEL
+    # "The sentiment is positive." names exactly one label somewhere: take it; two or more is ambiguous.
+    words = f" {norm} "
+    named = [key for key in by_norm if key and f" {key} " in words]
+    named = [k for k in named if not any(k != o and k in o for o in named)]  # drop labels inside longer ones
+    return by_norm[named[0]] if len(named) == 1 else OTHER_LABEL
 
 
 def label_metrics(predicted: list[str], references: list[str], labels: list[str]) -> dict[str, Any]:
