@@ -103,8 +103,8 @@ def tokenize_splits(splits: pf.Splits, tokenizer: Any, recipe: Recipe) -> dict[s
 
 
 def run_sft(recipe: Recipe, console: Console, stop_hook: StopHook | None = None) -> RunResult:
+    resume_from = find_resume_point(recipe)  # before the slow part: `resume: true` with nothing fails fast
     job, data_files = prepare(recipe, console)
-    resume_from = find_resume_point(job.recipe)
     run = start_run(job.recipe, console, resume_from, data_files)
     try:
         result = train_loop(run, job, stop_hook)
