@@ -133,3 +133,14 @@ def test_eval_run_with_calibration_saves_temperature_in_run(tiny_model_dir, test
     assert [p[1] for p in report["loss_curves"]["train_loss"]] == [4.0, 3.0, 2.0]
     assert "val_loss" in report["loss_curves"]
     assert "ece" in report["models"][0]["metrics"]
+
+
+def test_metric_that_does_not_apply_is_reported(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "free.json"
+    rows = [{"instruction": f"Say something about item {i}.", "input": "", "output": f"A long answer number {i}."}
+            for i in range(4)]
+    path.write_text(json.dumps(rows))
+    rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(path), "--metrics", "exact_match,accuracy",
+               "--max-new-tokens", "2", "--out", str(tmp_path / "o")])
+    assert rc == 0
+    assert "not computed for a text task: accuracy" in capsys.readouterr().err

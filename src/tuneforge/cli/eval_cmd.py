@@ -60,6 +60,7 @@ def eval_cmd(
             progress=lambda step: status.update(f"evaluating: {step}"),
         )
     _print_table([result.name], {k: [_fmt(v)] for k, v in result.metrics.items()})
+    _warn_skipped(result)
     if result.bias:
         console.print(f"bias audit: {result.bias['status']} (threshold {result.bias['threshold']})")
     console.print(f"report: {out / 'report.html'}  predictions: {out / 'predictions.jsonl'}")
@@ -147,6 +148,18 @@ def split_candidates(models: List[str], runs: List[str], extra: List[str]) -> tu
 
 def _is_run_dir(path: Path) -> bool:
     return path.is_dir() and (path / "recipe.yaml").is_file() and not (path / "config.json").is_file()
+
+
+def _warn_skipped(result) -> None:
+    """Say which requested metrics did not apply (e.g. accuracy on free-text answers)."""
+    produced = set(result.metrics)
+    for name, present in (("judge", "judge_parsed" in result.metrics), ("calibration", bool(result.calibration)),
+                          ("bias", bool(result.bias))):
+        if present:
+            produced.add(name)
+    skipped = [m for m in result.settings.get("metrics", []) if m not in produced]
+    if skipped:
+        print_warning(f"not computed for a {result.task} task: {', '.join(skipped)}")
 
 
 def _threads(n: Optional[int]) -> None:
