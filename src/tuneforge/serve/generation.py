@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
+from jinja2 import TemplateError
 
 from tuneforge.data.records import Conversation, Turn
 from tuneforge.serve.engine import Engine, Job, RowResult
@@ -94,7 +95,10 @@ def register_generation_routes(app: FastAPI, APIError: type) -> None:
         messages = body.plain_messages()
         if messages[-1]["role"] == "assistant":
             raise APIError(400, "the last message must not be an assistant message", param="messages")
-        prompt_ids = await asyncio.to_thread(encode_chat, messages, engine.tokenizer)
+        try:
+            prompt_ids = await asyncio.to_thread(encode_chat, messages, engine.tokenizer)
+        except (ValueError, TypeError, TemplateError) as exc:  # e.g. a template that insists on alternating roles
+            raise APIError(400, f"the model's chat template rejected these messages: {exc}", param="messages")
         return await serve(request, body, "chat", messages, prompt_ids)
 
     @app.post("/v1/completions")
