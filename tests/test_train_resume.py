@@ -72,3 +72,17 @@ def test_incomplete_checkpoints_are_never_chosen(tmp_path, tiny_model, tiny_toke
     ckpt.save_checkpoint(run_dir, "step-0000008", tiny_model, {"train": {"global_step": 8}}, keep_last=1)
     assert [p.name for p in ckpt.list_checkpoints(run_dir)] == ["step-0000008"]
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+
+
+def test_killed_run_reads_as_stopped(tmp_path):
+    import platform
+
+    from tuneforge.train.runfolder import write_status
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_status(run_dir, "running")
+    (run_dir / "pid").write_text(f"999999999@{platform.node()}\n")  # no such process
+    assert read_status(run_dir) == "stopped"
+    (run_dir / "pid").write_text(f"{__import__('os').getpid()}@{platform.node()}\n")
+    assert read_status(run_dir) == "running"

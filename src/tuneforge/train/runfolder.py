@@ -87,8 +87,29 @@ def write_status(run_dir: Path, status: str) -> None:
 
 
 def read_status(run_dir: Path) -> str:
+    """The run's status; a `running` run whose process is gone (killed) reads as `stopped`."""
     path = Path(run_dir) / "status"
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else "unknown"
+    status = path.read_text(encoding="utf-8").strip() if path.is_file() else "unknown"
+    if status == "running" and not _owner_alive(Path(run_dir)):
+        return "stopped"
+    return status
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    try:
+        pid_text, _, host = (run_dir / "pid").read_text(encoding="utf-8").strip().partition("@")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return True  # no record: assume it is running
+    if host != platform.node():
+        return True  # another machine's process: cannot tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_run_dir(output_dir: str | Path, name: str) -> Path:
@@ -150,6 +171,7 @@ def start_run(recipe: Recipe, console: Console, resume_from: Path | None = None,
     dump_recipe(recipe, run_dir / "recipe.yaml")
     write_manifest(run_dir, recipe, data_files or [])
     write_status(run_dir, "running")
+    (run_dir / "pid").write_text(f"{os.getpid()}@{platform.node()}\n", encoding="utf-8")
     return RunContext(recipe=recipe, run_dir=run_dir, console=console, resume_from=resume_from)
 
 
