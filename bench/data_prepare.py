@@ -162,7 +162,8 @@ def main() -> int:
     }
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"data_prepare-{out['date']}.json"
+    suffix = f"-t{args.threshold}" if args.threshold else ""
+    path = results / f"data_prepare-{out['date']}{suffix}.json"
     path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(out, indent=2))
     return 0

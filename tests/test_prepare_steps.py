@@ -268,3 +268,10 @@ def test_pii_offsets_in_long_texts_are_exact(tmp_path):
     result = run([conv(text, "ok")], only("pii", split__val=0), tmp_path)
     assert all_out(result)[0].turns[0].content == (
         f"<EMAIL_1> {filler} card <CREDIT_CARD_1> end {filler} again <EMAIL_1>")
+
+
+def test_pii_decimals_are_not_phone_numbers(tmp_path):
+    record = conv("Compute arccos(-0.3571428571) and call 212.555.0199.", "It is 1.9360000000 rad.")
+    out = all_out(run([record], only("pii", split__val=0), tmp_path))[0]
+    assert out.turns[0].content == "Compute arccos(-0.3571428571) and call <PHONE_1>."
+    assert out.turns[1].content == "It is 1.9360000000 rad."

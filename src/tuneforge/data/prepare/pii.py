@@ -209,6 +209,20 @@ def windows(text: str, ents: frozenset[str]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in merged]
 
 
+_DECIMAL = re.compile(r"\(?\s*[+-]?\d*\.\d+\s*\)?")
+
+
+def _decimal_phone(result, text: str) -> bool:
+    """presidio's phone recognizer accepts long decimals (0.3571428571 on alpaca_en_demo); a number with a
+    single decimal point and nothing else is never a phone number."""
+    if result.entity_type != "PHONE_NUMBER":
+        return False
+    start = result.start
+    while start > 0 and (text[start - 1].isdigit() or text[start - 1] == "."):
+        start -= 1  # presidio may match only the digits after the point: 1.<9360000000>
+    return bool(_DECIMAL.fullmatch(text[start:result.end]))
+
+
 def _analyze(pending: list[tuple[int, tuple, str, frozenset]], engines: Engines, cfg: PiiConfig):
     """Batch the gated texts through presidio, grouped by which recognizers they need.
 
@@ -230,7 +244,8 @@ def _analyze(pending: list[tuple[int, tuple, str, frozenset]], engines: Engines,
             entities=sorted(ents), score_threshold=cfg.score_threshold,
         )
         for p, res in zip(members, found):
-            n, offset = pieces[p][0], pieces[p][1]
+            n, offset, text, _ = pieces[p]
+            res = [r for r in res if not _decimal_phone(r, text)]
             for r in res:
                 r.start, r.end = r.start + offset, r.end + offset
             if res:
