@@ -144,3 +144,14 @@ def test_metric_that_does_not_apply_is_reported(tiny_model_dir, tmp_path, capsys
                "--max-new-tokens", "2", "--out", str(tmp_path / "o")])
     assert rc == 0
     assert "not computed for a text task: accuracy" in capsys.readouterr().err
+
+
+def test_compare_mixes_models_and_runs(tiny_model_dir, test_file, tmp_path, capsys):
+    run = _fake_run(tmp_path, tiny_model_dir)
+    out = tmp_path / "cmp"
+    # The run is given among --models values: a folder with recipe.yaml is recognised as a run.
+    rc = main(["compare", "--models", str(tiny_model_dir), str(run), "--data", str(test_file), "--out", str(out),
+               "--metrics", "likelihood", "--limit", "2"])
+    assert rc == 0, capsys.readouterr().err
+    names = {m["name"] for m in json.loads((out / "report.json").read_text())["models"]}
+    assert names == {tiny_model_dir.name, f"run:{run.name}"}
