@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -131,7 +132,9 @@ def main() -> int:
     imports_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "alpaca_52k.json"
-        truth = build(args.rows, args.dup_rate, args.seed, src)
+        # built in a child process so that peak RSS below is the pipeline's, not the generator's
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            truth = pool.apply(build, (args.rows, args.dup_rate, args.seed, src))
         cfg = PrepareConfig()
         if args.threshold:
             cfg.dedup.threshold = args.threshold

@@ -124,3 +124,27 @@ def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
     rc = main(["data", "prepare", "--input", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_cli_with_a_recipe_user_splits_and_eval_file(tmp_path, capsys):
+    from tuneforge.data import write_records
+
+    def conv(text: str) -> Conversation:
+        return Conversation([Turn("user", "Summarize."), Turn("assistant", text)])
+
+    texts = [" ".join(f"w{n}x{i}" for i in range(30)) for n in range(12)]
+    write_records([conv(t) for t in texts[:8]], tmp_path / "train.jsonl")
+    write_records([conv(t) for t in texts[8:]] + [conv(texts[0])], tmp_path / "val.jsonl")  # planted leak
+    write_records([conv(texts[9])], tmp_path / "eval.jsonl")
+    (tmp_path / "recipe.yaml").write_text(
+        "data:\n  sources:\n    - {path: train.jsonl, split: train}\n    - {path: val.jsonl, split: val}\n"
+        "  prepare:\n    pii: {enabled: false}\neval:\n  data: " + str(tmp_path / "eval.jsonl") + "\n",
+        encoding="utf-8")
+    out = tmp_path / "prepared"
+    rc = main(["data", "prepare", str(tmp_path / "recipe.yaml"), "--out", str(out), "--tokenizer", "none",
+               "report.html=false"])
+    assert rc == 0, capsys.readouterr().err
+    leak = json.loads((out / "report.json").read_text())["steps"]["leakage"]
+    assert leak["counts"] == {"train/val exact": 1, "val/eval exact": 1}
+    assert not (out / "report.html").exists()
+    assert "leakage: 2 overlapping pair(s)" in capsys.readouterr().out
