@@ -275,3 +275,17 @@ def test_pii_decimals_are_not_phone_numbers(tmp_path):
     out = all_out(run([record], only("pii", split__val=0), tmp_path))[0]
     assert out.turns[0].content == "Compute arccos(-0.3571428571) and call <PHONE_1>."
     assert out.turns[1].content == "It is 1.9360000000 rad."
+
+
+def test_pii_names_and_places_with_an_ner_pipeline(tmp_path):
+    import spacy
+
+    # a tiny rule-based NER pipeline saved as a folder stands in for en_core_web_sm (not installable here)
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "PERSON", "pattern": "John Smith"}, {"label": "GPE", "pattern": "Paris"}])
+    nlp.to_disk(tmp_path / "ner")
+    cfg = only("pii", pii__ner_model=str(tmp_path / "ner"), pii__score_threshold=0.3, split__val=0)
+    result = run([conv("Hi, I am John Smith from Paris. John Smith again.", "Hello.")], cfg, tmp_path)
+    assert all_out(result)[0].turns[0].content == "Hi, I am <PERSON_1> from <LOCATION_1>. <PERSON_1> again."
+    assert result.report["steps"]["pii"]["found_by_type"] == {"PERSON": 2, "LOCATION": 1}

@@ -54,7 +54,9 @@ class PiiConfig(Section):
     )
     fields: list[TextField] = Field(default_factory=lambda: list(ALL_FIELDS))
     score_threshold: float = Field(0.4, ge=0, le=1)
-    ner_model: str = Field("auto", description="spaCy model for names: auto (en_core_web_lg/md/sm if installed), none, or a name")
+    ner_model: str = Field(
+        "auto", description="spaCy NER for names: auto (en_core_web_lg/md/sm if installed), none, a package or a folder"
+    )
     hash_salt: str = Field("tuneforge", description="salt for mode=hash")
     batch_size: int = Field(64, ge=1)
 

@@ -9,6 +9,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 from tuneforge.data.prepare.config import PiiConfig
 from tuneforge.data.prepare.fields import clone, set_text, slots
@@ -99,10 +100,11 @@ def _find_ner_model(name: str):
         return None, "person/location names: skipped (pii.ner_model=none)"
     candidates = NER_CANDIDATES if name == "auto" else (name,)
     for candidate in candidates:
-        if spacy.util.is_package(candidate):
+        if spacy.util.is_package(candidate) or (name != "auto" and Path(candidate).is_dir()):
             return spacy.load(candidate, disable=["parser", "lemmatizer"]), f"person/location names: spaCy {candidate}"
     if name != "auto":
-        raise UnsupportedHere(f"pii.ner_model={name!r} is not installed: pip install it or use ner_model=auto|none")
+        raise UnsupportedHere(f"pii.ner_model={name!r} is neither an installed spaCy package nor a pipeline "
+                              "folder: pip install it (e.g. en_core_web_sm) or use ner_model=auto|none")
     return None, NER_MISSING
 
 
