@@ -72,7 +72,9 @@ def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     rows = paired_rows if getattr(tokenizer, "chat_template", None) else plain_paired_rows
     val = to_dataset(rows(data.val))
     center = recipe.method.options.get("center_rewards_coefficient")
-    args = common.trl_args(RewardConfig, recipe, run, val is not None,
+    # TRL appends an end token to every text; BERT-style tokenizers have none, their [SEP] plays that role.
+    eos = None if tokenizer.eos_token is not None else tokenizer.sep_token
+    args = common.trl_args(RewardConfig, recipe, run, val is not None, eos_token=eos,
                            center_rewards_coefficient=float(center) if center is not None else None)
     trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
                             train_dataset=to_dataset(rows(data.train)), eval_dataset=val)
@@ -85,6 +87,9 @@ def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     return {
         "objective": "reward",
         "train_examples": len(data.train), "val_examples": len(data.val), "rejected": len(data.rejected),
+        # TRL drops (does not truncate) pairs longer than cutoff_len: these are the pairs actually used.
+        "train_pairs_within_cutoff": len(trainer.train_dataset),
+        "val_pairs_within_cutoff": len(trainer.eval_dataset) if val is not None else 0,
         "train_loss": float(output.training_loss), "steps": int(output.global_step),
         "val_pairwise_accuracy_before": before.get("eval_accuracy"),
         "val_pairwise_accuracy_after": after.get("eval_accuracy"),
