@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
 
 def train_cmd(
     recipe: Path = typer.Argument(..., help="recipe YAML"),
+    overrides_: Optional[List[str]] = typer.Argument(None, metavar="[KEY.SUB=VALUE]...", help="recipe overrides"),
     set_: List[str] = typer.Option([], "--set", "-s", help="override a recipe value: key.sub=value (repeatable)"),
     resume: Optional[str] = typer.Option(
         None, "--resume", help="auto (newest checkpoint of this run name), or a checkpoint/run folder"
@@ -28,7 +29,7 @@ def train_cmd(
     from tuneforge.config.recipe import load_recipe
     from tuneforge.train import train
 
-    overrides = list(set_)
+    overrides = list(overrides_ or []) + list(set_)
     if resume is not None:
         overrides.append(f"resume={resume}")
     result = train(load_recipe(recipe, overrides), quiet=quiet)

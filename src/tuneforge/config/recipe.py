@@ -95,10 +95,14 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override `{item}`: empty key")
+    if parts[0] == "data" and len(parts) > 1 and parts[1].isdigit():
+        parts.insert(1, "sources")  # data.0.path is shorthand for data.sources.0.path
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
+    if isinstance(value, str):
+        value = _scientific(value)
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         nxt = parts[i + 1]
@@ -120,6 +124,14 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node[idx] = value
     else:
         node[last] = value
+
+
+def _scientific(text: str) -> Any:
+    """YAML 1.1 reads `1e-4` as a string; on the command line everyone means the number."""
+    try:
+        return float(text) if any(c in text.lower() for c in "e.") and text.strip() == text else text
+    except ValueError:
+        return text
 
 
 def _list_slot(node: list, part: str, item: str) -> Any:
