@@ -80,7 +80,6 @@ def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
                             train_dataset=to_dataset(rows(data.train)), eval_dataset=val)
     common.quiet_trainer(trainer)
     trainer.add_callback(common.monitor_callback(run))
-    before = trainer.evaluate() if val is not None else {}
     output = trainer.train(resume_from_checkpoint=common.resume_checkpoint(recipe, run))
     after = trainer.evaluate() if val is not None else {}
     final = common.save_final(trainer, tokenizer, run)
@@ -91,7 +90,6 @@ def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
         "train_pairs_within_cutoff": len(trainer.train_dataset),
         "val_pairs_within_cutoff": len(trainer.eval_dataset) if val is not None else 0,
         "train_loss": float(output.training_loss), "steps": int(output.global_step),
-        "val_pairwise_accuracy_before": before.get("eval_accuracy"),
         "val_pairwise_accuracy_after": after.get("eval_accuracy"),
         "val_margin_after": after.get("eval_margin"),
         "val_loss": after.get("eval_loss"),
