@@ -208,6 +208,24 @@ def _row(obj: Any, text: str, begin: int, end: int, source: str, index: LineInde
     return RawRow(line, obj, clip(raw))
 
 
+@dataclass
+class _BadValue:
+    issue: RowIssue
+    error_pos: int | None  # where the JSON error is, to resync after; None: stop reading the file
+
+
+def _decode_value(decoder: json.JSONDecoder, text: str, pos: int, source: str,
+                  index: LineIndex) -> tuple[Any, int] | _BadValue:
+    """One JSON value at `pos` as (value, end offset), or the issue it raises (shared by arrays and streams)."""
+    try:
+        return decoder.raw_decode(text, pos)
+    except RecursionError:
+        return _BadValue(RowIssue(source, index.line(pos), "invalid_json", "(row)", "expected JSON nested at most "
+                                  "~1000 levels deep, got deeper nesting", clip(text[pos : pos + RAW_LIMIT])), None)
+    except json.JSONDecodeError as exc:
+        return _BadValue(_decode_error(exc, text, source, index, pos), exc.pos)
+
+
 def _json_array(text: str, pos: int, source: str, index: LineIndex) -> Iterator[Item]:
     """Elements of a top-level array, each with the line where it starts (raw_decode keeps offsets)."""
     decoder = json.JSONDecoder()
@@ -220,18 +238,14 @@ def _json_array(text: str, pos: int, source: str, index: LineIndex) -> Iterator[
             yield RowIssue(source, index.line(len(text.rstrip()) - 1), "invalid_json", "(array)",
                            "expected ']' closing the array, got end of file (truncated?)")
             return
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except RecursionError:
-            yield RowIssue(source, index.line(pos), "invalid_json", "(row)", "expected JSON nested at most ~1000 "
-                           "levels deep, got deeper nesting", clip(text[pos : pos + RAW_LIMIT]))
-            return
-        except json.JSONDecodeError as exc:
-            yield _decode_error(exc, text, source, index, pos)
-            pos = _resync_array(text, pos)
+        decoded = _decode_value(decoder, text, pos, source, index)
+        if isinstance(decoded, _BadValue):
+            yield decoded.issue
+            pos = -1 if decoded.error_pos is None else _resync_array(text, pos)
             if pos < 0:
                 return
             continue
+        obj, end = decoded
         yield _row(obj, text, pos, end, source, index)
         pos = _WS.match(text, end).end()
         if text.startswith(",", pos):
@@ -270,19 +284,18 @@ def _json_stream(text: str, pos: int, source: str, index: LineIndex) -> Iterator
     """JSON Lines (also concatenated pretty-printed objects): one value after another."""
     decoder = json.JSONDecoder()
     while pos < len(text):
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except RecursionError:
-            yield RowIssue(source, index.line(pos), "invalid_json", "(row)", "expected JSON nested at most ~1000 "
-                           "levels deep, got deeper nesting", clip(text[pos : pos + RAW_LIMIT]))
-            return
-        except json.JSONDecodeError as exc:
-            yield _decode_error(exc, text, source, index, pos)
+        decoded = _decode_value(decoder, text, pos, source, index)
+        if isinstance(decoded, _BadValue):
+            yield decoded.issue
+            if decoded.error_pos is None:
+                return
             # continue at the next line that starts a value in column 0 (every line of a JSONL file).
-            match = re.compile(r"\n(?=[\{\[])").search(text, exc.pos if exc.pos > pos else pos + 1)
+            error_pos = decoded.error_pos
+            match = re.compile(r"\n(?=[\{\[])").search(text, error_pos if error_pos > pos else pos + 1)
             if not match:
                 return
             pos = match.end()
             continue
+        obj, end = decoded
         yield _row(obj, text, pos, end, source, index)
         pos = _WS.match(text, end).end()
