@@ -13,7 +13,7 @@ from test_train_common import make_recipe, write_chat_data
 from tuneforge.errors import DataError
 from tuneforge.train import train
 from tuneforge.train.monitor import TrainingDiverged
-from tuneforge.train.runfolder import read_status
+from tuneforge.train.runfolder import RunContext, RunResult, read_status
 
 
 def _rows(run_dir):
@@ -121,6 +121,26 @@ def test_divergence_stops_with_step_and_hint(tmp_path, tiny_model_dir):
 
     if step > 1:  # the checkpoint of the last good step survives
         assert latest_checkpoint(run).name == f"step-{step - 1:07d}"
+
+
+def test_supervise_records_how_the_body_ended(tmp_path):
+    run = RunContext(recipe=None, run_dir=tmp_path, console=None)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    def broken():
+        raise ValueError("boom")
+
+    with pytest.raises(KeyboardInterrupt):
+        run.supervise(interrupted)
+    assert read_status(tmp_path) == "stopped"
+    with pytest.raises(ValueError, match="boom"):
+        run.supervise(broken)
+    assert read_status(tmp_path) == "failed" and not (tmp_path / "summary.json").exists()
+    result = run.supervise(lambda: RunResult(run_dir=tmp_path, final_dir=None, status="stopped", steps=3))
+    assert result.steps == 3 and read_status(tmp_path) == "stopped"
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 3
 
 
 def test_too_few_examples_and_early_stopping_without_val_are_refused(tmp_path, tiny_model_dir):

@@ -66,14 +66,4 @@ def _train_preference(recipe: "Recipe", console: "Console", stop_hook) -> "RunRe
     data_files = [s.path for s in recipe.data.sources if s.path]
     run = start_run(recipe, console, find_resume_point(recipe), data_files)
     run.extras["stop_hook"] = stop_hook
-    try:
-        result = preference.run(recipe, run)
-    except KeyboardInterrupt:
-        run.set_status("stopped")
-        raise
-    except BaseException:
-        run.set_status("failed")
-        raise
-    run.set_status(result.status)
-    result.write_summary()
-    return result
+    return run.supervise(lambda: preference.run(recipe, run))

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -48,6 +48,21 @@ class RunContext:
 
     def set_status(self, status: str) -> None:
         write_status(self.run_dir, status)
+
+    def supervise(self, body: Callable[[], "RunResult"]) -> "RunResult":
+        """Run a trainer's body and record how it ended: status stopped on Ctrl-C, failed on any other
+        exception (re-raised either way), else the result's status plus summary.json."""
+        try:
+            result = body()
+        except KeyboardInterrupt:
+            self.set_status("stopped")
+            raise
+        except BaseException:
+            self.set_status("failed")
+            raise
+        self.set_status(result.status)
+        result.write_summary()
+        return result
 
 
 @dataclass

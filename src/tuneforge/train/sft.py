@@ -106,17 +106,7 @@ def run_sft(recipe: Recipe, console: Console, stop_hook: StopHook | None = None)
     resume_from = find_resume_point(recipe)  # before the slow part: `resume: true` with nothing fails fast
     job, data_files = prepare(recipe, console)
     run = start_run(job.recipe, console, resume_from, data_files)
-    try:
-        result = train_loop(run, job, stop_hook)
-    except KeyboardInterrupt:
-        run.set_status("stopped")
-        raise
-    except BaseException:
-        run.set_status("failed")
-        raise
-    run.set_status(result.status)
-    result.write_summary()
-    return result
+    return run.supervise(lambda: train_loop(run, job, stop_hook))
 
 
 def _device(model: Any) -> torch.device:
