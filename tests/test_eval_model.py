@@ -15,13 +15,7 @@ from tuneforge.evaluate.examples import to_examples
 from tuneforge.evaluate.generate import GenerationSettings, generate_answers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run far faster single-threaded on a shared, oversubscribed CPU (measured ~20x).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SENTIMENT = [

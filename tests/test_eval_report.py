@@ -6,19 +6,13 @@ import json
 import re
 
 import pytest
-import torch
 
 from tuneforge.data.records import Labelled
 from tuneforge.evaluate.api import evaluate_model
 from tuneforge.evaluate.report import SECTIONS, read_loss_curves, write_eval_report
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _records() -> list[Labelled]:
