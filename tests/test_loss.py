@@ -101,3 +101,29 @@ def test_micro_batches_give_the_batch_gradient(tiny_tokenizer, tiny_model):
         (causal_lm_loss(model, part).loss_sum / batch.n_label_tokens).backward()
     for name, grad in grads(model).items():
         torch.testing.assert_close(grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("no_grad_mode", [torch.no_grad, torch.inference_mode])
+def test_validation_without_grad_skips_the_gradient_work(tiny_tokenizer, tiny_model, monkeypatch, no_grad_mode):
+    from tuneforge.train import loss as loss_module
+
+    asked = []  # the (need_h, need_w, need_b) each chunked pass was run with
+    real_forward = loss_module._chunked_forward
+
+    def spy(hidden, weight, bias, targets, chunk_size, need_h, need_w, need_b):
+        asked.append((need_h, need_w, need_b))
+        return real_forward(hidden, weight, bias, targets, chunk_size, need_h, need_w, need_b)
+
+    monkeypatch.setattr(loss_module, "_chunked_forward", spy)
+    examples = make_examples(6, vocab=len(tiny_tokenizer), max_len=30)
+    batch = LengthGroupedBatcher(examples, 6, 0, tiny_tokenizer.pad_token_id).batches(0)[0]
+    model = tiny_model.eval()
+
+    with_grad = causal_lm_loss(model, batch, chunk_size=7)
+    assert with_grad.loss_sum.requires_grad and asked == [(True, True, False)]
+    with no_grad_mode():
+        without = causal_lm_loss(model, batch, chunk_size=7)
+    assert asked[1:] == [(False, False, False)]  # no softmax gradient, no grad buffers
+    assert not without.loss_sum.requires_grad and without.loss_sum.grad_fn is None
+    assert (without.n_tokens, without.n_correct) == (with_grad.n_tokens, with_grad.n_correct)
+    torch.testing.assert_close(without.loss_sum, with_grad.loss_sum.detach(), atol=0, rtol=0)

@@ -31,6 +31,34 @@ class LossOutput:
         return self.loss_sum / max(self.n_tokens, 1)
 
 
+def _chunked_forward(hidden, weight, bias, targets, chunk_size, need_h: bool, need_w: bool, need_b: bool):
+    """(loss sum, n correct, grad_h, grad_w, grad_b) chunk by chunk; each grad is None unless asked for, and
+    with none asked for (validation under no_grad) no softmax gradient is computed at all."""
+    grad_h = torch.empty_like(hidden) if need_h else None
+    grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+    grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+    loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk_size):
+        h = hidden[start : start + chunk_size]
+        y = targets[start : start + chunk_size]
+        logits = F.linear(h, weight, bias).float()
+        lse = torch.logsumexp(logits, -1)
+        loss += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
+        correct += (logits.argmax(-1) == y).sum()
+        if need_h or need_w or need_b:
+            # d(sum CE)/d(logits) = softmax - onehot, computed in place: one chunk x V buffer
+            grad = logits.sub_(lse[:, None]).exp_()
+            grad[torch.arange(len(y), device=y.device), y] -= 1.0
+            if need_h:
+                grad_h[start : start + chunk_size] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
+            if need_w:
+                grad_w += grad.t() @ h.float()
+            if need_b:
+                grad_b += grad.sum(0)
+    return loss, correct, grad_h, grad_w, grad_b
+
+
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """sum_i CE(h_i @ W^T (+ b), y_i), with grads for h and W computed chunk by chunk in forward."""
 
@@ -38,28 +66,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, bias, targets, chunk_size):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
-        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk_size):
-            h = hidden[start : start + chunk_size]
-            y = targets[start : start + chunk_size]
-            logits = F.linear(h, weight, bias).float()
-            lse = torch.logsumexp(logits, -1)
-            loss += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            correct += (logits.argmax(-1) == y).sum()
-            if need_h or need_w or need_b:
-                # d(sum CE)/d(logits) = softmax - onehot, computed in place: one chunk x V buffer
-                grad = logits.sub_(lse[:, None]).exp_()
-                grad[torch.arange(len(y), device=y.device), y] -= 1.0
-                if need_h:
-                    grad_h[start : start + chunk_size] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
-                if need_w:
-                    grad_w += grad.t() @ h.float()
-                if need_b:
-                    grad_b += grad.sum(0)
+        loss, correct, grad_h, grad_w, grad_b = _chunked_forward(
+            hidden, weight, bias, targets, chunk_size, need_h, need_w, need_b)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.has = (need_h, need_w, need_b)
         ctx.param_dtype = weight.dtype
@@ -125,7 +133,11 @@ def causal_lm_loss(model, batch: Batch, chunk_size: int = 1024) -> LossOutput:
     targets = batch.labels[:, 1:]
     mask = targets != IGNORE_INDEX
     selected = hidden[:, :-1][mask]  # (N, H): only positions whose next token is trained
-    loss_sum, correct = _ChunkedLinearCrossEntropy.apply(
-        selected, head.weight, head.bias, targets[mask], chunk_size
-    )
+    inputs = (selected, head.weight, head.bias, targets[mask], chunk_size)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs[:3]):
+        loss_sum, correct = _ChunkedLinearCrossEntropy.apply(*inputs)
+    else:
+        # Autograd functions see needs_input_grad from requires_grad even under no_grad / inference_mode,
+        # so validation would pay for the gradients it then drops: go around the function instead.
+        loss_sum, correct, *_ = _chunked_forward(*inputs, need_h=False, need_w=False, need_b=False)
     return LossOutput(loss_sum, int(mask.sum()), int(correct))
