@@ -92,3 +92,20 @@ def test_reward_model_learns_pairwise_ranking(tiny_model_dir, pairs_file, tmp_pa
 def test_unknown_option_is_a_config_error(tiny_model_dir, pairs_file, tmp_path):
     with pytest.raises(ConfigError, match="betta"):
         train(recipe_for(tiny_model_dir, pairs_file, tmp_path, "dpo", betta=0.1), quiet=True)
+
+
+def test_long_reward_pairs_are_shortened_not_dropped(tiny_tokenizer):
+    from tuneforge.data.records import Conversation, Preference, Turn
+    from tuneforge.train.preference.reward import fit_pair
+
+    long = "The quick brown fox jumps over the lazy dog. " * 40
+    pair = Preference(Conversation([Turn("user", long + "What is the capital of France?")]),
+                      "Paris. " + long, "Bonjour. " + long)
+    fitted = fit_pair(pair, tiny_tokenizer, 64)
+    size = lambda text: len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    for answer in (fitted.chosen, fitted.rejected):
+        assert size(fitted.prompt.prompt_text()) + size(answer) <= 64
+    assert fitted.prompt.prompt_text().endswith("capital of France?")  # the question survives
+    assert fitted.chosen.startswith("Paris") and fitted.rejected.startswith("Bonjour")
+    short = Preference(Conversation([Turn("user", "Hi?")]), "Hello.", "Go away.")
+    assert fit_pair(short, tiny_tokenizer, 64) == short

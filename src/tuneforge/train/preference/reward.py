@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from tuneforge.config.recipe import Recipe
+from tuneforge.data.records import Conversation, Preference, Turn
 from tuneforge.errors import ModelError
 from tuneforge.train.preference import common
 from tuneforge.train.preference.data import (
@@ -62,6 +63,31 @@ def _seq_cls_lora(model, recipe: Recipe):
     return get_peft_model(model, peft_cfg)
 
 
+def fit_pair(pair: Preference, tokenizer, cutoff_len: int) -> Preference:
+    """Shorten a long pair so it fits `cutoff_len` tokens: TRL's RewardTrainer drops longer pairs, and on
+    real data (dpo_en_demo: long answers) that throws most of them away. The prompt keeps its last
+    tokens (the question), each answer its first tokens (where chosen and rejected already differ)."""
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def head(text: str, n: int) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= n else tokenizer.decode(ids[:max(n, 1)])
+
+    margin = 16  # template and special tokens
+    prompt_budget = cutoff_len // 2
+    prompt = pair.prompt
+    last = prompt.turns[-1]
+    prompt_len = sum(n_tokens(t.content) for t in prompt.turns) + n_tokens(prompt.system or "")
+    if prompt_len > prompt_budget:
+        ids = tokenizer(last.content, add_special_tokens=False)["input_ids"]
+        text = tokenizer.decode(ids[-prompt_budget:])
+        prompt = Conversation([Turn(last.role, text)], None, prompt.tools, prompt.meta)
+        prompt_len = min(len(ids), prompt_budget)
+    budget = max(8, cutoff_len - prompt_len - margin)
+    return Preference(prompt, head(pair.chosen, budget), head(pair.rejected, budget), pair.meta)
+
+
 def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     from trl import RewardConfig, RewardTrainer
 
@@ -70,6 +96,9 @@ def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     model, tokenizer = load_reward_model(recipe)
     # Encoders (BERT-style) have no chat template: they read plain "prompt\nanswer" text.
     rows = paired_rows if getattr(tokenizer, "chat_template", None) else plain_paired_rows
+    cutoff = recipe.hparams.cutoff_len
+    data.train = [fit_pair(r, tokenizer, cutoff) for r in data.train]
+    data.val = [fit_pair(r, tokenizer, cutoff) for r in data.val]
     val = to_dataset(rows(data.val))
     center = recipe.method.options.get("center_rewards_coefficient")
     # TRL appends an end token to every text; BERT-style tokenizers have none, their [SEP] plays that role.
@@ -86,7 +115,7 @@ def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     return {
         "objective": "reward",
         "train_examples": len(data.train), "val_examples": len(data.val), "rejected": len(data.rejected),
-        # TRL drops (does not truncate) pairs longer than cutoff_len: these are the pairs actually used.
+        # Pairs are shortened to fit cutoff_len first (fit_pair); TRL drops any that still do not fit.
         "train_pairs_within_cutoff": len(trainer.train_dataset),
         "val_pairs_within_cutoff": len(trainer.eval_dataset) if val is not None else 0,
         "train_loss": float(output.training_loss), "steps": int(output.global_step),
