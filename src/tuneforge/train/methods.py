@@ -10,7 +10,7 @@ Composable functions, reused by the preference trainers:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -73,14 +73,19 @@ def apply_method(model: nn.Module, tokenizer: Any, method: MethodConfig, hparams
     raise ConfigError(f"method.type={kind}: unknown method")  # unreachable: the recipe validates it
 
 
+def unique_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    """The model's parameters with tied weights (e.g. embeddings shared with lm_head) once."""
+    seen: set[int] = set()
+    for param in model.parameters():
+        if id(param) not in seen:
+            seen.add(id(param))
+            yield param
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters, counting tied weights once."""
-    seen: set[int] = set()
     trainable = total = 0
-    for param in model.parameters():
-        if id(param) in seen:
-            continue
-        seen.add(id(param))
+    for param in unique_parameters(model):
         n = param.numel()
         if hasattr(param, "quant_storage") or param.__class__.__name__ == "Params4bit":
             n *= 2  # 4-bit weights pack two values per byte

@@ -21,6 +21,7 @@ from tuneforge.data.issues import ReadResult
 from tuneforge.data.records import Conversation, Record, Text
 from tuneforge.errors import DataError
 from tuneforge.train import checkpoint as ckpt
+from tuneforge.train.methods import unique_parameters
 
 SPLITS = ("train", "val", "test")
 
@@ -117,12 +118,8 @@ def measure_step_time(model: torch.nn.Module, run_step: Callable[[], None], n_st
 def estimate_peak_memory(model: torch.nn.Module, optimizer_name: str, batch_size: int,
                          seq_len: int, gradient_checkpointing: bool) -> int:
     """Bytes: weights + gradients + optimizer state + activations (a rule of thumb per layer)."""
-    seen: set[int] = set()
     weights = trainable = 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
+    for p in unique_parameters(model):
         weights += p.numel() * p.element_size()
         if p.requires_grad:
             trainable += p.numel() * 4
