@@ -65,3 +65,18 @@ def test_bad_rows_raise_with_field_and_code(row, field, code):
 def test_unknown_pair_mode_is_an_error():
     with pytest.raises(RankingRowError, match="adjacent"):
         expand_ranking_row(ROW, "some")  # type: ignore[arg-type]
+
+
+def test_read_source_honours_the_sources_ranking_pairs(tmp_path):
+    import json
+
+    from tuneforge.config.sections import DataSource
+    from tuneforge.data import read_source
+
+    row = {"prompt": "q", "responses": [{"text": t, "rank": r} for t, r in (("a", 1), ("b", 2), ("c", 3))]}
+    path = tmp_path / "ranked.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    every = read_source(DataSource(path=str(path), ranking_pairs="all")).records
+    adjacent = read_source(DataSource(path=str(path), ranking_pairs="adjacent")).records
+    assert sorted((p.chosen, p.rejected) for p in every) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert sorted((p.chosen, p.rejected) for p in adjacent) == [("a", "b"), ("b", "c")]

@@ -32,7 +32,7 @@ def read_source(
     variables: dict[str, str] | None = None,
     strict: bool = False,
     dataset_info: str | Path | None = None,
-    ranking_pairs: str = "all",
+    ranking_pairs: str | None = None,
     format: str | None = None,
 ) -> ReadResult:
     """Read one file or dataset_info entry. Bad rows go to `rejected` with their reason (or, when
@@ -54,7 +54,7 @@ def read_source(
         tags, dataset = entry.tags, entry.name
     else:
         paths = [check_path(Path(spec.path).expanduser())]
-    opts = ReadOptions(tags=tags, ranking_pairs=ranking_pairs)
+    opts = ReadOptions(tags=tags, ranking_pairs=ranking_pairs or spec.ranking_pairs)
     result = ReadResult(source=str(paths[0]) if len(paths) == 1 else str(paths[0].parent), format=fmt)
     for path in paths:
         _read_file(path, result, spec, columns, opts, variables or {}, strict, dataset)
