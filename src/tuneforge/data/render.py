@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 from tuneforge.data.records import Conversation, Text
 from tuneforge.errors import DataError
+from tuneforge.models.stopping import END_OF_TURN_MARKERS, has_token
 
 IGNORE_INDEX = -100
 LossOn = Literal["answer", "all"]
 
 # End-of-turn markers of common templates, tried after the tokenizer's own special tokens.
-_KNOWN_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
 
 
 @dataclass
@@ -55,17 +55,8 @@ def _apply(tokenizer, messages, add_generation_prompt: bool = False, **kwargs) -
 
 def _end_markers(tokenizer) -> list[str]:
     markers = [tokenizer.eos_token] if tokenizer.eos_token else []
-    markers += [m for m in _KNOWN_END_MARKERS if _has_token(tokenizer, m)]
+    markers += [m for m in END_OF_TURN_MARKERS if has_token(tokenizer, m)]
     return list(dict.fromkeys(markers))
-
-
-def _has_token(tokenizer, token: str) -> bool:
-    # A single-token lookup: `token in tokenizer.get_vocab()` builds the whole vocabulary dict
-    # (0.24 s for SmolLM2's 49k entries), which made rendering take over a second per conversation.
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None:
-        return False
-    return token_id != tokenizer.unk_token_id or token == tokenizer.unk_token
 
 
 def _turn_span(tokenizer, messages, i: int, full: str, markers: list[str], kwargs) -> tuple[int, int]:

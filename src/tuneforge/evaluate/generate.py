@@ -9,9 +9,7 @@ import torch
 
 from tuneforge.data.render import render_prompt
 from tuneforge.evaluate.examples import EvalExample
-
-# End-of-turn markers of common chat templates; generation stops at whichever the tokenizer has.
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
+from tuneforge.models.stopping import stop_token_ids
 
 
 @dataclass
@@ -21,19 +19,6 @@ class GenerationSettings:
     top_p: float = 1.0
     batch_size: int = 8
     seed: int = 0
-
-
-def stop_token_ids(model, tokenizer) -> list[int]:
-    ids: list[int] = []
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (tokenizer.eos_token_id, configured):
-        if isinstance(value, int):
-            ids.append(value)
-        elif isinstance(value, (list, tuple)):
-            ids.extend(int(v) for v in value)
-    vocab = tokenizer.get_vocab()
-    ids.extend(vocab[m] for m in END_OF_TURN if m in vocab)
-    return list(dict.fromkeys(ids))
 
 
 @torch.no_grad()

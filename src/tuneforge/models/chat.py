@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneforge.models.stopping import stop_token_ids
+
 
 def chat_reply(
     model: Any,
@@ -25,7 +27,7 @@ def chat_reply(
         "max_new_tokens": max_new_tokens,
         "do_sample": sampling,
         "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": _stop_ids(tokenizer),
+        "eos_token_id": stop_token_ids(model, tokenizer),
     }
     if sampling:
         gen_kwargs.update(temperature=temperature, top_p=top_p)
@@ -37,13 +39,3 @@ def chat_reply(
         output = model.generate(**inputs, **gen_kwargs)
     new_tokens = output[0][inputs["input_ids"].shape[1]:]
     return tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-
-
-def _stop_ids(tokenizer: Any) -> list[int]:
-    """EOS plus the chat template's end-of-turn token, so answers stop at the end of the turn."""
-    ids = {tokenizer.eos_token_id}
-    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-            ids.add(token_id)
-    return sorted(i for i in ids if i is not None)
