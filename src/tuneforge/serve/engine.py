@@ -18,6 +18,8 @@ from typing import Any, Callable
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from tuneforge.models.stopping import stop_token_ids
+
 
 class QueueFull(Exception):
     """More requests are waiting than the queue allows (HTTP 429)."""
@@ -276,12 +278,5 @@ class Engine:
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (gen_eos, tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return ids
-
+    # The same stop set as chat and evaluation, so a served answer ends where a trained turn ends.
+    return set(stop_token_ids(model, tokenizer))
