@@ -96,7 +96,7 @@ def test_unknown_option_is_a_config_error(tiny_model_dir, pairs_file, tmp_path):
 
 def test_long_reward_pairs_are_shortened_not_dropped(tiny_tokenizer):
     from tuneforge.data.records import Conversation, Preference, Turn
-    from tuneforge.train.preference.reward import fit_pair
+    from tuneforge.train.preference.data import fit_pair
 
     long = "The quick brown fox jumps over the lazy dog. " * 40
     pair = Preference(Conversation([Turn("user", long + "What is the capital of France?")]),
@@ -109,3 +109,20 @@ def test_long_reward_pairs_are_shortened_not_dropped(tiny_tokenizer):
     assert fitted.chosen.startswith("Paris") and fitted.rejected.startswith("Bonjour")
     short = Preference(Conversation([Turn("user", "Hi?")]), "Hello.", "Go away.")
     assert fit_pair(short, tiny_tokenizer, 64) == short
+
+
+def test_long_prompt_pairs_are_scored_after_fitting(tiny_model, tiny_tokenizer):
+    """A prompt that fills the window leaves no answer tokens: every margin is 0 and the pair can never count
+    as preferred. Fitted to the window, each pair is scored on its answers."""
+    from tuneforge.data.records import Conversation, Preference, Turn
+    from tuneforge.train.preference.data import fit_pair
+    from tuneforge.train.preference.dpo import preference_accuracy
+
+    long = "The quick brown fox jumps over the lazy dog. " * 40
+    pairs = [Preference(Conversation([Turn("user", long + f"Question {i}?")]), f"Answer {i} is yes.", "No idea.")
+             for i in range(3)]
+    raw = preference_accuracy(tiny_model, tiny_tokenizer, pairs, 64)
+    assert raw["margins"] == [0.0, 0.0, 0.0]
+    fitted = preference_accuracy(tiny_model, tiny_tokenizer, [fit_pair(p, tiny_tokenizer, 64) for p in pairs], 64)
+    assert all(m != 0.0 for m in fitted["margins"])
+    assert fitted["median_margin"] == sorted(fitted["margins"])[1]

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from tuneforge.config.recipe import Recipe
 from tuneforge.data.issues import ReadResult, RowIssue
-from tuneforge.data.records import Conversation, Preference
+from tuneforge.data.records import Conversation, Preference, Turn
 from tuneforge.errors import DataError
 
 
@@ -124,6 +124,43 @@ def prompt_key(record: Any) -> str:
             turns.pop()
         conv = Conversation(turns, record.system)
     return json.dumps(conv.messages(), ensure_ascii=False, sort_keys=True)
+
+
+def fit_pair(pair: Preference, tokenizer, cutoff_len: int) -> Preference:
+    """Shorten a long pair so it fits `cutoff_len` tokens: TRL's Reward and DPO trainers drop pairs whose
+    prompt fills the window, and on real data (dpo_en_demo: long prompts) that loses a third of them. The
+    prompt keeps its last tokens (the question), each answer its first tokens (where chosen and rejected
+    already differ)."""
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def head(text: str, n: int) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= n else tokenizer.decode(ids[:max(n, 1)])
+
+    margin = template_overhead(tokenizer)
+    prompt_budget = cutoff_len // 2
+    prompt = pair.prompt
+    last = prompt.turns[-1]
+    prompt_len = sum(n_tokens(t.content) for t in prompt.turns) + n_tokens(prompt.system or "")
+    if prompt_len > prompt_budget:
+        ids = tokenizer(last.content, add_special_tokens=False)["input_ids"]
+        text = tokenizer.decode(ids[-prompt_budget:])
+        prompt = Conversation([Turn(last.role, text)], None, prompt.tools, prompt.meta)
+        prompt_len = min(len(ids), prompt_budget)
+    budget = max(8, cutoff_len - prompt_len - margin)
+    return Preference(prompt, head(pair.chosen, budget), head(pair.rejected, budget), pair.meta)
+
+
+def template_overhead(tokenizer) -> int:
+    """Tokens the chat template adds around one user turn and one answer (SmolLM2's default system prompt
+    alone is ~30); 16 for plain-text (encoder) tokenizers: [CLS]/[SEP] and the prompt/answer newline."""
+    if not getattr(tokenizer, "chat_template", None):
+        return 16
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    return len(ids)  # the two one-token contents stand in for the end token TRL appends and one spare
 
 
 def paired_rows(records: Iterable[Preference]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ KTO: desirable_weight / undesirable_weight (balance unequal numbers of thumbs up
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.train.preference import common
 from tuneforge.train.preference.data import (
     PreferenceData,
+    fit_pair,
     load_preference_data,
     paired_rows,
     to_dataset,
@@ -36,6 +38,8 @@ def train_dpo_family(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     recipe, chosen = common.resolve_hparams(recipe, len(data.train))
     model, tokenizer = common.load_policy(recipe)
     cutoff = recipe.hparams.cutoff_len
+    data.train = [_fit(r, tokenizer, cutoff) for r in data.train]
+    data.val = [_fit(r, tokenizer, cutoff) for r in data.val]
     pairs_val = [r for r in data.val if isinstance(r, Preference)]
     before = preference_accuracy(model, tokenizer, pairs_val, cutoff, recipe.eval.batch_size)
     trainer = _build_trainer(objective, recipe, run, model, tokenizer, data)
@@ -50,6 +54,8 @@ def train_dpo_family(recipe: Recipe, run: RunContext) -> dict[str, Any]:
         "train_loss": float(output.training_loss), "steps": int(output.global_step),
         "val_pref_accuracy_before": before.get("accuracy"), "val_pref_accuracy_after": after.get("accuracy"),
         "val_logp_margin_before": before.get("margin"), "val_logp_margin_after": after.get("margin"),
+        "val_median_margin_before": before.get("median_margin"),
+        "val_median_margin_after": after.get("median_margin"),
         # The reference is the model before training (base, SFT adapter or a frozen copy), so DPO's implicit
         # reward beta*(margin_policy - margin_ref) is positive exactly where the held-out margin grew.
         "val_implicit_reward_accuracy": _grew(before, after),
@@ -91,6 +97,11 @@ def _build_trainer(objective: str, recipe: Recipe, run: RunContext, model, token
                       eval_dataset=to_dataset(unpaired_rows(data.val)))
 
 
+def _fit(record, tokenizer, cutoff_len: int):
+    """Pairs shortened to the window (the same text is trained and scored); unpaired KTO rows as they are."""
+    return fit_pair(record, tokenizer, cutoff_len) if isinstance(record, Preference) else record
+
+
 def _reference(model):
     """A frozen copy for full/freeze training; with LoRA, TRL uses the adapter-free (or copied) model."""
     if common.is_peft(model):
@@ -113,7 +124,8 @@ def _answer_only(prompt: Conversation, answer: str) -> Conversation:
 
 def preference_accuracy(model, tokenizer, pairs: list[Preference], cutoff_len: int,
                         batch_size: int = 8) -> dict[str, float]:
-    """Share of held-out pairs where log p(chosen) > log p(rejected), and the mean log-prob margin."""
+    """Share of held-out pairs where log p(chosen) > log p(rejected), and the mean and median log-prob
+    margin (the mean alone is ruled by a few pairs with very different answer lengths)."""
     if not pairs:
         return {}
     from tuneforge.data.render import render_conversation
@@ -127,7 +139,7 @@ def preference_accuracy(model, tokenizer, pairs: list[Preference], cutoff_len: i
         stats = token_stats(model, tokenizer, rendered, batch_size=batch_size)
     margins = [stats[i + 1].nll - stats[i].nll for i in range(0, len(stats), 2)]  # logp(c) - logp(r)
     return {"accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins),
-            "margins": margins}
+            "median_margin": statistics.median(margins), "margins": margins}
 
 
 def _grew(before: dict[str, Any], after: dict[str, Any]) -> float | None:

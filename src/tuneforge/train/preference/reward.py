@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from tuneforge.config.recipe import Recipe
-from tuneforge.data.records import Conversation, Preference, Turn
 from tuneforge.errors import ModelError
 from tuneforge.train.preference import common
 from tuneforge.train.preference.data import (
+    fit_pair,
     load_preference_data,
     paired_rows,
     plain_paired_rows,
@@ -61,31 +61,6 @@ def _seq_cls_lora(model, recipe: Recipe):
                           target_modules=cfg.target_modules, use_rslora=cfg.use_rslora,
                           use_dora=cfg.use_dora, task_type="SEQ_CLS")
     return get_peft_model(model, peft_cfg)
-
-
-def fit_pair(pair: Preference, tokenizer, cutoff_len: int) -> Preference:
-    """Shorten a long pair so it fits `cutoff_len` tokens: TRL's RewardTrainer drops longer pairs, and on
-    real data (dpo_en_demo: long answers) that throws most of them away. The prompt keeps its last
-    tokens (the question), each answer its first tokens (where chosen and rejected already differ)."""
-    def n_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def head(text: str, n: int) -> str:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text if len(ids) <= n else tokenizer.decode(ids[:max(n, 1)])
-
-    margin = 16  # template and special tokens
-    prompt_budget = cutoff_len // 2
-    prompt = pair.prompt
-    last = prompt.turns[-1]
-    prompt_len = sum(n_tokens(t.content) for t in prompt.turns) + n_tokens(prompt.system or "")
-    if prompt_len > prompt_budget:
-        ids = tokenizer(last.content, add_special_tokens=False)["input_ids"]
-        text = tokenizer.decode(ids[-prompt_budget:])
-        prompt = Conversation([Turn(last.role, text)], None, prompt.tools, prompt.meta)
-        prompt_len = min(len(ids), prompt_budget)
-    budget = max(8, cutoff_len - prompt_len - margin)
-    return Preference(prompt, head(pair.chosen, budget), head(pair.rejected, budget), pair.meta)
 
 
 def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
