@@ -34,6 +34,9 @@ def run(recipe: "Recipe", run: "RunContext") -> "RunResult":
         from tuneforge.train.preference.ppo import train_ppo as trainer
     else:
         raise ConfigError(f"method.objective={objective} is not a preference objective")
+    import datasets
+
+    datasets.disable_progress_bars()  # TRL's tokenizing passes; the run's Monitor draws the progress
     stats: dict[str, Any] = trainer(recipe, run)
     resolved = stats.pop("recipe", recipe)
     dump_recipe(resolved, run.run_dir / "recipe.yaml")  # `auto` values replaced by what was used
