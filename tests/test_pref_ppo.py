@@ -47,6 +47,23 @@ def test_ppo_raises_mean_reward(tiny_model_dir, prompts_file, tmp_path):
     assert (result.final_dir / "value_head.pt").is_file()
 
 
+def test_long_prompts_are_cut_from_the_left_to_the_cutoff(tiny_model_dir, prompts_file, tmp_path):
+    from tuneforge.train.preference.common import load_policy
+    from tuneforge.train.preference.ppo import PPOLoop
+
+    recipe = ppo_recipe(tiny_model_dir, prompts_file, tmp_path, reward_fn="test_pref_ppo:share_of_e")
+    recipe.hparams.cutoff_len = 48
+    policy, tokenizer = load_policy(recipe)
+    loop = PPOLoop(recipe, policy, tokenizer, share_of_e, [])
+    long = "The quick brown fox jumps over the lazy dog. " * 30 + "What is the capital of France?"
+    sides = tokenizer.padding_side, tokenizer.truncation_side
+    enc = loop.encode_prompts([long, "Hi?"])
+    assert enc["input_ids"].shape[1] == 48 - 4  # cutoff minus max_new_tokens
+    assert tokenizer.decode(enc["input_ids"][0]).endswith("What is the capital of France?")
+    assert enc["attention_mask"][1, 0] == 0 and enc["attention_mask"][1, -1] == 1  # short one padded on the left
+    assert (tokenizer.padding_side, tokenizer.truncation_side) == sides  # restored for everyone else
+
+
 def test_reward_spec_errors(tiny_model_dir, prompts_file, tmp_path):
     with pytest.raises(ConfigError, match="exactly one"):
         train(ppo_recipe(tiny_model_dir, prompts_file, tmp_path), quiet=True)

@@ -151,9 +151,7 @@ class PPOLoop:
     def rollout(self, prompts: list[list[dict[str, str]]]) -> Rollout:
         tok, opt = self.tokenizer, self.opt
         texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in prompts]
-        side, tok.padding_side = tok.padding_side, "left"  # generation continues on the right
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        tok.padding_side = side
+        enc = self.encode_prompts(texts)
         self.policy.eval()
         out = self.policy.generate(**enc, do_sample=True, top_k=0, top_p=1.0,
                                    temperature=float(opt["temperature"]),
@@ -172,6 +170,19 @@ class PPOLoop:
         last = (resp_mask.sum(1) - 1).clamp(min=0).long()
         rewards[torch.arange(len(prompts)), last] += scores
         return Rollout(out, mask, start, resp_mask, logp, values * resp_mask, rewards, scores, kl_tokens.sum(1))
+
+    def encode_prompts(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Left-padded (generation continues on the right) and cut from the left to cutoff_len minus the
+        answer budget: the question at the end of a long prompt survives, and rollouts stay bounded."""
+        tok = self.tokenizer
+        budget = max(8, self.recipe.hparams.cutoff_len - int(self.opt["max_new_tokens"]))
+        sides = tok.padding_side, tok.truncation_side
+        tok.padding_side = tok.truncation_side = "left"
+        try:
+            return tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=budget,
+                       add_special_tokens=False)
+        finally:
+            tok.padding_side, tok.truncation_side = sides
 
     def _reference_logp(self, ids, mask, start):
         temperature = self.opt["temperature"]
