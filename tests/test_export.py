@@ -97,13 +97,14 @@ def test_hf_export_merges_the_adapter(lora_run, tiny_model_dir, tmp_path):
 def test_ollama_export_of_a_run_by_name(lora_run, tmp_path, monkeypatch):
     run_dir, peft_model = lora_run
     monkeypatch.chdir(run_dir.parent.parent)  # run names resolve under ./runs
-    result = export_model("sft", tmp_path / "ollama", format="ollama", quant="f32", name="my model")
+    result = export_model("sft", tmp_path / "ollama", format="ollama", quant="f32", name="my model",
+                          system="Reply in JSON.")
     gguf_path = tmp_path / "ollama" / "my-model-f32.gguf"
     assert result.files[0] == gguf_path
     model, tokenizer = _read_back(gguf_path)
     assert torch.allclose(_logits(model, tokenizer), _logits(peft_model, tokenizer), atol=1e-5)
     modelfile = (tmp_path / "ollama" / "Modelfile").read_text()
-    assert "FROM ./my-model-f32.gguf" in modelfile
+    assert "FROM ./my-model-f32.gguf" in modelfile and 'SYSTEM """Reply in JSON."""' in modelfile
     assert json.loads((tmp_path / "ollama" / "export.json").read_text())["pre_tokenizer"] == "default"
 
 

@@ -30,8 +30,10 @@ class ExportResult:
 
 def export_model(target: str | os.PathLike, out_dir: str | os.PathLike, *, format: str = "hf",
                  quant: str = "f16", dtype: str = "fp32", name: str | None = None,
-                 runs_dir: str | os.PathLike = "runs", pre_tokenizer: str | None = None) -> ExportResult:
-    """Merge `target` (run or model spec) and write it to `out_dir` in `format`."""
+                 runs_dir: str | os.PathLike = "runs", pre_tokenizer: str | None = None,
+                 system: str | None = None) -> ExportResult:
+    """Merge `target` (run or model spec) and write it to `out_dir` in `format`. `system` becomes the
+    Modelfile's default system prompt (a run trained with a fixed system prompt wants it back)."""
     from tuneforge.export.merge import load_export_source, save_hf, write_provenance
 
     if format not in FORMATS:
@@ -55,7 +57,7 @@ def export_model(target: str | os.PathLike, out_dir: str | os.PathLike, *, forma
     if format == "ollama":
         from tuneforge.export.ollama import write_modelfile
 
-        files.append(write_modelfile(out, source.tokenizer, gguf.path.name))
+        files.append(write_modelfile(out, source.tokenizer, gguf.path.name, system=system))
     write_provenance(source, out, details)
     return ExportResult(out, format, files + [out / "export.json"], details)
 
