@@ -11,8 +11,9 @@ from tuneforge.ui.console import console
 
 
 def register(app: typer.Typer) -> None:
-    """Add `train` and `runs` to the main app."""
+    """Add `train`, `search` and `runs` to the main app."""
     app.command("train")(train_cmd)
+    app.command("search")(search_cmd)
     app.command("runs")(runs_cmd)
 
 
@@ -36,6 +37,37 @@ def train_cmd(
     if not quiet:
         best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "-"
         console.print(f"{result.status}: {result.run_dir} (best val loss {best}, {result.steps} steps)")
+
+
+def search_cmd(
+    recipe: Path = typer.Argument(..., help="recipe YAML with a `search:` section"),
+    overrides_: Optional[List[str]] = typer.Argument(None, metavar="[KEY.SUB=VALUE]...", help="recipe overrides"),
+    set_: List[str] = typer.Option([], "--set", "-s", help="override a recipe value: key.sub=value (repeatable)"),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="number of trials (default: search.trials)"),
+    continue_: Optional[Path] = typer.Option(None, "--continue", help="an earlier search folder to add trials to"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the result table"),
+) -> None:
+    """Hyperparameter search (Optuna): train variants of the recipe, keep the best by validation loss."""
+    from rich.table import Table
+
+    from tuneforge.config.recipe import load_recipe
+    from tuneforge.train.search import search
+
+    found = search(load_recipe(recipe, list(overrides_ or []) + list(set_)), quiet=quiet, trials=trials,
+                   search_dir=continue_)
+    table = Table(show_header=True, header_style="bold")
+    keys = sorted({k for row in found.trials for k in row["params"]})
+    for col in ["trial", "state", "val loss", *keys]:
+        table.add_column(col)
+    for row in found.trials:
+        value = f"{row['value']:.4f}" if row["value"] is not None else "-"
+        table.add_row(str(row["trial"]), row["state"], value, *(str(row["params"].get(k, "")) for k in keys))
+    console.print(table)
+    if found.best_recipe_path is None:
+        console.print(f"no trial finished; see {found.search_dir}")
+        return
+    console.print(f"best val loss {found.best_value:.4f} with {found.best_params}")
+    console.print(f"best recipe: {found.best_recipe_path}  (train it: tuneforge train {found.best_recipe_path})")
 
 
 def runs_cmd(

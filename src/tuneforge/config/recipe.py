@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from tuneforge.config.base import Section
+from tuneforge.config.search import SearchConfig
 from tuneforge.config.sections import DataConfig, EvalConfig, HParams, MethodConfig, ModelConfig
 from tuneforge.errors import ConfigError
 
@@ -26,6 +27,7 @@ class Recipe(Section):
     output_dir: str = "runs"
     seed: int = 42
     resume: bool | str = Field(False, description="false, true/auto (newest checkpoint), or a path")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="used by `tuneforge search` only")
 
 
 def load_recipe(path: str | Path | None, overrides: Iterable[str] = ()) -> Recipe:
