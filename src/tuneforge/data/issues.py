@@ -22,6 +22,7 @@ IssueCode = Literal[
     "unfilled_placeholder",
     "identical_pair",
     "too_long",
+    "unseen_label",
 ]
 
 

@@ -126,6 +126,8 @@ def load_model(
     }
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
+        # A checkpoint that already has a classifier for another label set gets a fresh head of the new size.
+        kwargs["ignore_mismatched_sizes"] = True
     try:
         model = auto_cls.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as exc:

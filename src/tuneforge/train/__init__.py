@@ -47,6 +47,10 @@ def train(
     check_trackers(recipe.hparams.report_to)
     if recipe.method.objective in PREFERENCE_OBJECTIVES:
         return _train_preference(recipe, console, stop_hook)
+    if recipe.method.objective == "classification":
+        from tuneforge.train import classify
+
+        return _in_run_folder(recipe, console, stop_hook, classify.run)
     from tuneforge.train.sft import run_sft
 
     return run_sft(recipe, console, stop_hook)
@@ -55,7 +59,6 @@ def train(
 def _train_preference(recipe: "Recipe", console: "Console", stop_hook) -> "RunResult":
     """Preference objectives get a started run folder (recipe.yaml, manifest, status) and write into it."""
     from tuneforge.errors import UnsupportedHere
-    from tuneforge.train.runfolder import find_resume_point, start_run
 
     try:
         from tuneforge.train import preference
@@ -63,7 +66,14 @@ def _train_preference(recipe: "Recipe", console: "Console", stop_hook) -> "RunRe
         raise UnsupportedHere(
             f"method.objective={recipe.method.objective}: the preference trainers are not available in this build"
         ) from None
+    return _in_run_folder(recipe, console, stop_hook, preference.run)
+
+
+def _in_run_folder(recipe: "Recipe", console: "Console", stop_hook, runner) -> "RunResult":
+    """HF-Trainer-based objectives get a started run folder (recipe.yaml, manifest, status) to write into."""
+    from tuneforge.train.runfolder import find_resume_point, start_run
+
     data_files = [s.path for s in recipe.data.sources if s.path]
     run = start_run(recipe, console, find_resume_point(recipe), data_files)
     run.extras["stop_hook"] = stop_hook
-    return run.supervise(lambda: preference.run(recipe, run))
+    return run.supervise(lambda: runner(recipe, run))

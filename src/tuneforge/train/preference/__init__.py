@@ -17,13 +17,11 @@ if TYPE_CHECKING:
     from tuneforge.config.recipe import Recipe
     from tuneforge.train.runfolder import RunContext, RunResult
 
-__all__ = ["run"]
+__all__ = ["run", "run_trainer"]
 
 
 def run(recipe: "Recipe", run: "RunContext") -> "RunResult":
-    from tuneforge.config.recipe import dump_recipe
     from tuneforge.errors import ConfigError
-    from tuneforge.train.runfolder import RunResult
 
     objective = recipe.method.objective
     if objective == "reward":
@@ -34,9 +32,18 @@ def run(recipe: "Recipe", run: "RunContext") -> "RunResult":
         from tuneforge.train.preference.ppo import train_ppo as trainer
     else:
         raise ConfigError(f"method.objective={objective} is not a preference objective")
+    return run_trainer(recipe, run, trainer)
+
+
+def run_trainer(recipe: "Recipe", run: "RunContext", trainer) -> "RunResult":
+    """Call `trainer(recipe, run) -> stats` in a started run folder and file what it returns: the resolved
+    recipe, rejected rows, `auto` choices, and the RunResult (shared with the classification trainer)."""
     import datasets
 
-    datasets.disable_progress_bars()  # TRL's tokenizing passes; the run's Monitor draws the progress
+    from tuneforge.config.recipe import dump_recipe
+    from tuneforge.train.runfolder import RunResult
+
+    datasets.disable_progress_bars()  # HF/TRL's tokenizing passes; the run's Monitor draws the progress
     stats: dict[str, Any] = trainer(recipe, run)
     resolved = stats.pop("recipe", recipe)
     dump_recipe(resolved, run.run_dir / "recipe.yaml")  # `auto` values replaced by what was used

@@ -74,6 +74,44 @@ def load_policy(recipe: Recipe):
     return apply_method(model, tokenizer, recipe.method, recipe.hparams), tokenizer
 
 
+HEAD_NAMES = ("score", "classifier")  # the freshly initialised head of *ForSequenceClassification
+
+
+def load_sequence_classifier(recipe: Recipe, num_labels: int, labels: list[str] | None = None):
+    """(model, tokenizer) with a fresh `num_labels`-output head (1 = a reward model); with LoRA the adapters
+    use peft's SEQ_CLS task, which also trains the head. `labels` names the outputs in the saved config."""
+    from tuneforge.models import load_model
+    from tuneforge.train.methods import apply_method, check_method_supported
+
+    check_method_supported(recipe.method)
+    spec = recipe.model
+    if spec.init_from_run:
+        folder = init_run_folder(spec.init_from_run)
+        if (folder / "adapter_config.json").is_file():
+            raise ModelError(f"{recipe.method.objective}: model.init_from_run must point at a full model (an "
+                             "adapter cannot be loaded under a classification head); merge it first with "
+                             "`tuneforge export RUN --format hf --out DIR` and start from DIR")
+        spec = spec.model_copy(update={"name_or_path": str(folder)})
+    model, tokenizer = load_model(spec, head="sequence_classification", num_labels=num_labels)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if labels:
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = {label: i for i, label in enumerate(labels)}
+    if recipe.method.type == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg = recipe.method.lora
+        peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                              target_modules=cfg.target_modules, use_rslora=cfg.use_rslora,
+                              use_dora=cfg.use_dora, task_type="SEQ_CLS")
+        return get_peft_model(model, peft_cfg), tokenizer
+    model = apply_method(model, tokenizer, recipe.method, recipe.hparams)
+    for name, param in model.named_parameters():
+        if name.split(".")[0] in HEAD_NAMES:
+            param.requires_grad_(True)  # a fresh head must always learn
+    return model, tokenizer
+
+
 def _tokenizer_from(folder: Path, fallback):
     """The earlier run's tokenizer when it saved one (it may carry a chat-template override)."""
     if not (folder / "tokenizer_config.json").is_file():
@@ -101,7 +139,12 @@ def frozen_copy(model):
 
 
 def trl_args(config_cls, recipe: Recipe, run: RunContext, has_eval: bool, **extra: Any):
-    """A TRL `*Config` from the recipe's hparams; checkpoints go to <run>/checkpoints (HF Trainer layout)."""
+    """A TRL `*Config` from the recipe's hparams (TRL's configs add `max_length`)."""
+    return trainer_args(config_cls, recipe, run, has_eval, max_length=recipe.hparams.cutoff_len, **extra)
+
+
+def trainer_args(config_cls, recipe: Recipe, run: RunContext, has_eval: bool, **extra: Any):
+    """HF `TrainingArguments` (or a subclass) from the recipe's hparams; checkpoints go to <run>/checkpoints."""
     hp = recipe.hparams
     if hp.save_every:
         save = {"save_strategy": "steps", "save_steps": hp.save_every}
@@ -127,7 +170,6 @@ def trl_args(config_cls, recipe: Recipe, run: RunContext, has_eval: bool, **extr
                "adafactor": "adafactor"}[hp.optimizer],
         gradient_checkpointing=hp.gradient_checkpointing,
         bf16=hp.dtype == "bf16",
-        max_length=hp.cutoff_len,
         logging_steps=1,
         save_total_limit=hp.keep_last,
         seed=recipe.seed,

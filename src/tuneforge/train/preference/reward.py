@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from tuneforge.config.recipe import Recipe
-from tuneforge.errors import ModelError
 from tuneforge.train.preference import common
 from tuneforge.train.preference.data import (
     fit_pair,
@@ -25,50 +24,12 @@ from tuneforge.train.preference.data import (
 )
 from tuneforge.train.runfolder import RunContext
 
-HEAD_NAMES = ("score", "classifier")  # the freshly initialised head of *ForSequenceClassification
-
-
-def load_reward_model(recipe: Recipe):
-    """(model, tokenizer) with a one-output head; LoRA adapters use the SEQ_CLS task so the head trains too."""
-    from tuneforge.models import load_model
-    from tuneforge.train.methods import apply_method, check_method_supported
-
-    check_method_supported(recipe.method)
-    spec = recipe.model
-    if spec.init_from_run:
-        folder = common.init_run_folder(spec.init_from_run)
-        if (folder / "adapter_config.json").is_file():
-            raise ModelError("reward: model.init_from_run must point at a full model (an SFT adapter cannot "
-                             "be loaded under a classification head); merge it first or train the reward "
-                             "model from the base model")
-        spec = spec.model_copy(update={"name_or_path": str(folder)})
-    model, tokenizer = load_model(spec, head="sequence_classification", num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if recipe.method.type == "lora":
-        return _seq_cls_lora(model, recipe), tokenizer
-    model = apply_method(model, tokenizer, recipe.method, recipe.hparams)
-    for name, param in model.named_parameters():
-        if name.split(".")[0] in HEAD_NAMES:
-            param.requires_grad_(True)  # a fresh head must always learn
-    return model, tokenizer
-
-
-def _seq_cls_lora(model, recipe: Recipe):
-    from peft import LoraConfig, get_peft_model
-
-    cfg = recipe.method.lora
-    peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                          target_modules=cfg.target_modules, use_rslora=cfg.use_rslora,
-                          use_dora=cfg.use_dora, task_type="SEQ_CLS")
-    return get_peft_model(model, peft_cfg)
-
-
 def train_reward(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     from trl import RewardConfig, RewardTrainer
 
     data = load_preference_data(recipe)
     recipe, chosen = common.resolve_hparams(recipe, len(data.train))
-    model, tokenizer = load_reward_model(recipe)
+    model, tokenizer = common.load_sequence_classifier(recipe, num_labels=1)
     # Encoders (BERT-style) have no chat template: they read plain "prompt\nanswer" text.
     rows = paired_rows if getattr(tokenizer, "chat_template", None) else plain_paired_rows
     cutoff = recipe.hparams.cutoff_len
