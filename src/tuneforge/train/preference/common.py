@@ -3,6 +3,7 @@ the bridge from TRL's logs to the run's Monitor (metrics.jsonl, loss plot, progr
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,7 @@ def trainer_args(config_cls, recipe: Recipe, run: RunContext, has_eval: bool, **
         max_grad_norm=hp.max_grad_norm or 0.0,
         optim={"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd", "rmsprop": "rmsprop",
                "adafactor": "adafactor"}[hp.optimizer],
-        gradient_checkpointing=hp.gradient_checkpointing,
+        activation_checkpointing=hp.gradient_checkpointing,  # transformers 5 renamed gradient_checkpointing
         bf16=hp.dtype == "bf16",
         logging_steps=1,
         save_total_limit=hp.keep_last,
@@ -197,6 +198,7 @@ def monitor_callback(run: RunContext):
     class _ToMonitor(TrainerCallback):
         def __init__(self) -> None:
             self.monitor: Monitor | None = None
+            self.last: tuple[float, float | None] | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.monitor = Monitor(run, state.max_steps, start_step=state.global_step).__enter__()
@@ -223,7 +225,15 @@ def monitor_callback(run: RunContext):
                 row[name] = float(value)
             self.monitor.log(row)
             if "train_loss" in row:
-                self.monitor.advance(state.global_step, row["train_loss"], row.get("lr", 0.0), 0.0)
+                self.monitor.advance(state.global_step, row["train_loss"], row.get("lr", 0.0), self._rate(row))
+
+        def _rate(self, row) -> float:
+            """Tokens/s from TRL's running `num_tokens` count (0 where a trainer does not log it)."""
+            now, tokens = time.monotonic(), row.get("train_num_tokens")
+            last, self.last = self.last, (now, tokens)
+            if tokens is None or last is None or last[1] is None or now <= last[0]:
+                return 0.0
+            return (tokens - last[1]) / (now - last[0])
 
         def on_step_end(self, args, state, control, **kwargs):
             stop_hook = run.extras.get("stop_hook")
