@@ -85,7 +85,7 @@ def test_answer_only_loss_ignores_prompt_tokens(tmp_path, tiny_model_dir):
 
 def test_early_stopping_stops_and_restores_best(tmp_path, tiny_model_dir):
     from tuneforge.train.runs import load_run_model
-    from tuneforge.train.sft import evaluate_loss
+    from tuneforge.train.sft import loss_sums
     from tuneforge.train.batching import LengthGroupedBatcher
     from tuneforge.train.tokcache import tokenize_dataset
     from tuneforge.data import read_source
@@ -104,8 +104,8 @@ def test_early_stopping_stops_and_restores_best(tmp_path, tiny_model_dir):
     model, tokenizer = load_run_model(result.run_dir)
     examples = tokenize_dataset(read_source(str(val_file)).records, tokenizer, 1024, "answer").examples
     batches = LengthGroupedBatcher(examples, 16, 0, tokenizer.pad_token_id).batches(0)
-    reloaded = evaluate_loss(model, batches, recipe, torch.device("cpu"), __import__("contextlib").nullcontext)
-    assert reloaded["val_loss"] == pytest.approx(result.best_val_loss, abs=1e-5)  # best weights were kept
+    loss_sum, n_tokens, _ = loss_sums(model, batches, recipe, torch.device("cpu"), __import__("contextlib").nullcontext)
+    assert loss_sum / n_tokens == pytest.approx(result.best_val_loss, abs=1e-5)  # best weights were kept
 
 
 def test_divergence_stops_with_step_and_hint(tmp_path, tiny_model_dir):

@@ -39,7 +39,10 @@ class DataSource(Section):
     name: str | None = Field(None, description="entry name in a LLaMA-Factory dataset_info.json")
     dataset_info: str | None = Field(None, description="path to dataset_info.json (or its folder)")
     format: DataFormat = "auto"
-    weight: float = Field(1.0, gt=0, description="sampling weight when mixing sources")
+    weight: float = Field(
+        1.0, gt=0, description="examples of this source per epoch = rows x weight (2: each row twice; 0.5: half)"
+    )
+    task: str | None = Field(None, description="task name for multitask runs (default: the file stem)")
     split: Literal["train", "val", "test", "auto"] = "auto"
     columns: dict[str, str] = Field(default_factory=dict, description="rename columns, e.g. text: body")
     max_rows: int | None = Field(None, ge=1)

@@ -12,7 +12,7 @@ packed sequences from position_ids with flash attention, so the mask is built he
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -112,6 +112,7 @@ class LengthGroupedBatcher:
         packing: bool = False,
         max_len: int | None = None,
         mega_batch_factor: int = 50,
+        epoch_indices: Callable[[int], list[int]] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -120,6 +121,7 @@ class LengthGroupedBatcher:
         self.examples = examples
         self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
         self.packing, self.mega_batch_factor = packing, max(1, mega_batch_factor)
+        self.epoch_indices = epoch_indices  # a task mixture's draw for the epoch (repeats allowed)
         longest = max(len(e.input_ids) for e in examples)
         self.max_len = max_len or longest
         if packing and longest > self.max_len:
@@ -134,7 +136,9 @@ class LengthGroupedBatcher:
     # -- planning: which example indices go in which row of which batch ------------------------------
     def _plan(self, epoch: int) -> list[list[list[int]]]:
         rng = random.Random(f"{self.seed}:{epoch}")  # str seeds hash deterministically across runs
-        order = list(range(len(self.examples)))
+        order = list(self.epoch_indices(epoch)) if self.epoch_indices else list(range(len(self.examples)))
+        if not order:
+            raise ValueError(f"epoch {epoch} draws no examples")
         rng.shuffle(order)
         length = lambda i: len(self.examples[i].input_ids)  # noqa: E731
         mega = self.batch_size * self.mega_batch_factor

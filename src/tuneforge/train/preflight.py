@@ -64,7 +64,7 @@ def check_record_kinds(splits: Splits, objective: str) -> None:
     want = Text if objective == "pretrain" else Conversation
     for name in SPLITS:
         records = splits[name]
-        if objective == "pretrain":
+        if objective in ("pretrain", "multitask"):  # multitask may mix raw-text tasks with chat tasks
             bad = [r for r in records if not isinstance(r, (Text, Conversation))]
         else:
             bad = [r for r in records if not isinstance(r, want)]

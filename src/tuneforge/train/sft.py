@@ -23,6 +23,7 @@ from tuneforge.train import preflight as pf
 from tuneforge.train.auto import resolve_auto
 from tuneforge.train.methods import apply_method, count_parameters, describe_parameters, load_for_training
 from tuneforge.train.monitor import Monitor, check_finite, truncate_metrics
+from tuneforge.train.multitask import TaskPlan
 from tuneforge.train.optim import build_optimizer, build_scheduler
 from tuneforge.train.runfolder import RunContext, RunResult, find_resume_point, start_run
 
@@ -54,6 +55,7 @@ class Prepared:
     datasets: dict[str, Any]  # split -> TokenizedDataset
     stats: dict[str, Any]
     test_records: list[Any]  # for the before/after evaluation
+    plan: TaskPlan  # which task each example belongs to, and the training mixture
 
 
 # -- setup --------------------------------------------------------------------------------------------
@@ -63,7 +65,10 @@ def prepare(recipe: Recipe, console: Console) -> tuple[Prepared, list[str]]:
     from tuneforge.data import read_data
     from tuneforge.train.threads import configure_threads
 
+    from tuneforge.train.mixture import tag_tasks
+
     results = read_data(recipe.data)
+    tag_tasks(results, recipe.data.sources)
     for result in results:
         if result.rejected:
             console.print(f"[yellow]{result.source}: {len(result.rejected)} row(s) rejected[/] "
@@ -75,7 +80,7 @@ def prepare(recipe: Recipe, console: Console) -> tuple[Prepared, list[str]]:
         pf.check_usable(len(splits.train), len(splits.val), recipe)
     threads = configure_threads(recipe.hparams.threads)
     model, tokenizer = load_for_training(recipe.model, recipe.method)
-    datasets = tokenize_splits(splits, tokenizer, recipe)
+    datasets, plan = tokenize_splits(splits, tokenizer, recipe)
     pf.check_usable(len(datasets["train"].examples), len(datasets["val"].examples), recipe)
     resolved, chosen = resolve_auto(recipe, len(datasets["train"].examples))
     if chosen:
@@ -85,21 +90,14 @@ def prepare(recipe: Recipe, console: Console) -> tuple[Prepared, list[str]]:
     stats["torch_threads"] = threads
     stats["test_records"] = len(splits.test)
     data_files = [r.source for r in results]
-    return Prepared(resolved, model, tokenizer, datasets, stats, splits.test), data_files
+    return Prepared(resolved, model, tokenizer, datasets, stats, splits.test, plan), data_files
 
 
-def tokenize_splits(splits: pf.Splits, tokenizer: Any, recipe: Recipe) -> dict[str, Any]:
-    from tuneforge.train.tokcache import TokenizedDataset, tokenize_dataset
+def tokenize_splits(splits: pf.Splits, tokenizer: Any, recipe: Recipe) -> tuple[dict[str, Any], TaskPlan]:
+    """Tokenized train/val/test (cached on disk) and the task plan: one task per data source."""
+    from tuneforge.train.multitask import tokenize_by_task
 
-    hp = recipe.hparams
-    loss_on = "all" if recipe.method.objective == "pretrain" else hp.loss_on
-    cache = Path(recipe.output_dir) / ".cache" / "tokens"
-    out = {}
-    for name in ("train", "val", "test"):
-        records = splits[name]
-        out[name] = (tokenize_dataset(records, tokenizer, hp.cutoff_len, loss_on, cache) if records
-                     else TokenizedDataset([], {"examples": 0}))
-    return out
+    return tokenize_by_task(splits, tokenizer, recipe, Path(recipe.output_dir) / ".cache" / "tokens")
 
 
 def run_sft(recipe: Recipe, console: Console, stop_hook: StopHook | None = None) -> RunResult:
@@ -187,7 +185,8 @@ def train_step(model, optimizer, scheduler, micro_batches, recipe: Recipe, devic
 
 
 @torch.no_grad()
-def evaluate_loss(model, batches, recipe: Recipe, device, autocast) -> dict[str, float]:
+def loss_sums(model, batches, recipe: Recipe, device, autocast) -> tuple[float, int, int]:
+    """(summed loss, trained tokens, correctly predicted tokens) over `batches`."""
     from tuneforge.train.loss import causal_lm_loss
 
     model.eval()
@@ -199,24 +198,31 @@ def evaluate_loss(model, batches, recipe: Recipe, device, autocast) -> dict[str,
         n_tokens += out.n_tokens
         n_correct += out.n_correct
     model.train()
-    loss = loss_sum / max(n_tokens, 1)
-    return {"val_loss": loss, "val_accuracy": n_correct / max(n_tokens, 1),
-            "val_perplexity": math.exp(min(loss, 50.0))}
+    return loss_sum, n_tokens, n_correct
+
+
+def evaluate_loss(model, val_groups: dict[str, list], job: Prepared, device, autocast) -> dict[str, float]:
+    """val_loss / val_accuracy / val_perplexity, plus per task (`val_loss.<task>`) for multitask runs."""
+    from tuneforge.train.multitask import combine_val
+
+    sums = {task: loss_sums(model, batches, job.recipe, device, autocast) for task, batches in val_groups.items()}
+    return combine_val(sums, job.plan.val_average)
 
 
 # -- the loop -----------------------------------------------------------------------------------------
 
 def _batchers(job: Prepared):
+    """The training batcher (drawing the task mixture each epoch) and the validation batches by task."""
     from tuneforge.train.batching import LengthGroupedBatcher
+    from tuneforge.train.multitask import val_groups
 
     hp, pad_id = job.recipe.hparams, job.tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else job.tokenizer.eos_token_id
     max_len = hp.cutoff_len if hp.packing else None
     train = LengthGroupedBatcher(job.datasets["train"].examples, hp.batch_size, job.recipe.seed, pad_id,
-                                 packing=hp.packing, max_len=max_len)
-    val_examples = job.datasets["val"].examples
-    val = (list(LengthGroupedBatcher(val_examples, hp.batch_size, job.recipe.seed, pad_id).batches(0))
-           if val_examples else [])
+                                 packing=hp.packing, max_len=max_len,
+                                 epoch_indices=job.plan.sampler(job.recipe.seed))
+    val = val_groups(job.plan, job.datasets["val"].examples, hp.batch_size, job.recipe.seed, pad_id)
     return train, val
 
 
@@ -259,6 +265,11 @@ def _preflight(run: RunContext, job: Prepared, model, train_batcher, steps: int,
         "learning rate": f"{float(hp.learning_rate):g} ({hp.scheduler})",
         "peak memory (est.)": pf.format_bytes(peak),
     }
+    if job.plan.per_task or job.plan.sampler(job.recipe.seed) is not None:
+        from tuneforge.train.mixture import describe_mixture
+
+        extra["tasks (examples / epoch)"] = describe_mixture(job.plan.slices["train"], job.plan.counts)
+        job.stats["task_mixture"] = {t: round(c, 2) for t, c in job.plan.counts.items()}
     if per_step is not None:
         extra["time (est.)"] = f"{pf.format_seconds(per_step * steps)} ({per_step:.2f}s/step measured)"
         job.stats["probe_s_per_step"] = round(per_step, 4)
@@ -308,39 +319,53 @@ def train_loop(run: RunContext, job: Prepared, stop_hook: StopHook | None = None
 # -- before/after on the test split (evaluation engine) ----------------------------------------------
 
 def _compare_on_test(job: Prepared) -> bool:
-    return bool(job.test_records) and job.recipe.eval.before_after and job.recipe.method.objective == "sft"
+    objective = job.recipe.method.objective
+    return bool(job.test_records) and job.recipe.eval.before_after and objective in ("sft", "multitask")
 
 
-def evaluate_test(model, job: Prepared, run: RunContext, name: str):
+def evaluate_test(model, job: Prepared, run: RunContext, name: str) -> dict[str, Any]:
+    """Score the test split ({"all": result}, or one result per task for multitask runs)."""
     from tuneforge.evaluate.api import evaluate_model
+    from tuneforge.train.multitask import test_by_task
 
     cfg = job.recipe.eval
-    records = job.test_records[: cfg.max_examples] if cfg.max_examples else job.test_records
-    with run.console.status(f"evaluating the {name} model on {len(records)} test example(s)"):
-        result = evaluate_model(
-            model, job.tokenizer, records, cfg.metrics, max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size, labels=cfg.labels,
-            cutoff_len=job.recipe.hparams.cutoff_len, name=name, run_dir=run.run_dir,
-        )
-    job.stats[f"test_{name}"] = result.metrics
-    return result
+    groups = test_by_task(job.test_records, job.plan.names) if job.plan.per_task else {"all": job.test_records}
+    results = {}
+    for task, records in groups.items():
+        records = records[: cfg.max_examples] if cfg.max_examples else records
+        where = "" if task == "all" else f" of task {task}"
+        with run.console.status(f"evaluating the {name} model on {len(records)} test example(s){where}"):
+            results[task] = evaluate_model(
+                model, job.tokenizer, records, cfg.metrics, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size, labels=cfg.labels,
+                cutoff_len=job.recipe.hparams.cutoff_len, name=name, run_dir=run.run_dir,
+            )
+    job.stats[f"test_{name}"] = ({t: r.metrics for t, r in results.items()} if job.plan.per_task
+                                 else results["all"].metrics)
+    return results
 
 
 def _report_before_after(run: RunContext, job: Prepared, before, after) -> None:
+    """A before -> after table and an HTML report (one per task under eval/<task>/ for multitask runs)."""
     from rich.table import Table
 
     from tuneforge.evaluate.report import write_eval_report
 
-    results = [after] + ([before] if before is not None else [])
-    report = write_eval_report(results, run.run_dir / "eval", run_dir=run.run_dir)
     table = Table(title="test split: before -> after", title_justify="left")
     table.add_column("metric")
-    for r in results[::-1]:
-        table.add_column(r.name, justify="right")
-    for metric in after.metrics:
-        table.add_row(metric, *(f"{r.metrics.get(metric, float('nan')):.4g}" for r in results[::-1]))
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for task, result in after.items():
+        prior = (before or {}).get(task)
+        results = [result] + ([prior] if prior is not None else [])
+        out = run.run_dir / "eval" if task == "all" else run.run_dir / "eval" / task
+        report = write_eval_report(results, out, run_dir=run.run_dir)
+        prefix = "" if task == "all" else f"{task}: "
+        for metric, value in result.metrics.items():
+            old = f"{prior.metrics.get(metric, float('nan')):.4g}" if prior is not None else "-"
+            table.add_row(prefix + metric, old, f"{value:.4g}")
+        run.console.print(f"report: {report}")
     run.console.print(table)
-    run.console.print(f"report: {report}")
 
 
 def _result(run: RunContext, job: Prepared, state: TrainState, status: str, final: Path | None) -> RunResult:
@@ -376,7 +401,7 @@ def _epochs(run, job, model, optimizer, scheduler, train_batcher, val_batches, s
         last = state.global_step >= steps
         stop_early = False
         if val_batches and (epoch_done or last or (hp.eval_every and state.global_step % hp.eval_every == 0)):
-            stop_early = _evaluate(run, model, val_batches, recipe, state, mon, device, autocast)
+            stop_early = _evaluate(run, job, model, val_batches, state, mon, device, autocast)
         if (hp.save_every and state.global_step % hp.save_every == 0) or (epoch_done and hp.save_each_epoch):
             _save(run, model, optimizer, scheduler, state)
         if stop_early:
@@ -390,10 +415,10 @@ def _epochs(run, job, model, optimizer, scheduler, train_batcher, val_batches, s
     return "finished"
 
 
-def _evaluate(run, model, val_batches, recipe, state: TrainState, mon: Monitor, device, autocast) -> bool:
+def _evaluate(run, job, model, val_batches, state: TrainState, mon: Monitor, device, autocast) -> bool:
     """Validate, track the best (saved as checkpoints/best), and say whether early stopping triggers."""
-    hp = recipe.hparams
-    metrics = evaluate_loss(model, val_batches, recipe, device, autocast)
+    hp = job.recipe.hparams
+    metrics = evaluate_loss(model, val_batches, job, device, autocast)
     state.last_val_loss = metrics["val_loss"]
     mon.log({"step": state.global_step, **metrics})
     mon.print(f"step {state.global_step}: val loss {metrics['val_loss']:.4f}, "
