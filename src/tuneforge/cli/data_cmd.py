@@ -1,4 +1,4 @@
-"""`tuneforge data ...`: inspect data files (and, registered by prepare_cmd, prepare them)."""
+"""`tuneforge data ...`: inspect and synthesize data files (and, registered by prepare_cmd, prepare them)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.ui.console import console
 
 data_app = typer.Typer(
-    help="Inspect and prepare training data.", no_args_is_help=True, pretty_exceptions_enable=False
+    help="Inspect, prepare and synthesize training data.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 
 
@@ -72,6 +72,71 @@ def _print_report(report) -> None:
     for i, example in enumerate(report.examples, start=1):
         out(f"[dim]--- example {i} ---[/]")
         out(example, markup=False, highlight=False, soft_wrap=True)
+
+
+@data_app.command("synthesize")
+def synthesize_cmd(
+    args: List[str] = typer.Argument(None, help="[recipe.yaml] then key=value overrides, e.g. filter.rouge_threshold=0.6"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", "-s", help="seed file: Self-Instruct seed_tasks.jsonl, Alpaca, ShareGPT, OpenAI"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (default <output_dir>/<name>-synth)"),
+    n: Optional[int] = typer.Option(None, "--n", "-n", help="accepted examples to reach (default 100)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="local model/run folder, or the endpoint's model name with --base-url"),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="variable holding the endpoint key (default OPENAI_API_KEY)"),
+    max_seeds: Optional[int] = typer.Option(None, "--max-seeds", help="use only the first N seeds"),
+    max_candidates: Optional[int] = typer.Option(None, "--max-candidates", help="stop after this many candidates (default 10 x n)"),
+    block: List[str] = typer.Option([], "--block", help="add a word/phrase to the blocklist (repeatable)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads for a local model"),
+    resume: bool = typer.Option(False, "--resume", help="keep going in an existing output folder until n are accepted"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder's files"),
+) -> None:
+    """Grow a few seed tasks into many with an LLM (Self-Instruct / Alpaca): writes synthetic.jsonl (Alpaca rows),
+    rejected.jsonl (every rejected candidate with its reason) and report.json."""
+    from pathlib import Path
+
+    from tuneforge.cli.prepare_cmd import split_recipe_args
+    from tuneforge.config.recipe import Recipe, load_recipe
+    from tuneforge.data.synthesize import synthesize_recipe
+    from tuneforge.data.synthesize.report import summary_lines
+
+    if resume and overwrite:
+        raise ConfigError("give --resume or --overwrite, not both")
+    recipe_path, overrides = split_recipe_args(list(args or []), "synthesize", set(Recipe.model_fields))
+    recipe = load_recipe(recipe_path, overrides)
+    cfg = recipe.synthesize
+    for key, value in {"seeds": seeds, "out": out, "n": n, "max_seeds": max_seeds,
+                       "max_candidates": max_candidates}.items():
+        _set_flag(cfg, key, value)
+    for key, value in {"model": model, "base_url": base_url, "api_key_env": api_key_env, "threads": threads}.items():
+        _set_flag(cfg.generator, key, value)
+    if block:
+        cfg.filter.blocklist = [*cfg.filter.blocklist, *block]
+    if resume or overwrite:
+        cfg.if_exists = "resume" if resume else "overwrite"
+
+    def progress(event: dict) -> None:
+        console.print(f"round {event['round']}: {event['round_accepted']}/{event['round_candidates']} accepted; "
+                      f"{event['accepted']}/{event['target']} in all after {event['candidates']} candidates "
+                      f"({event['elapsed_s']:.0f} s)", highlight=False)
+
+    base_dir = Path(recipe_path).resolve().parent if recipe_path else None
+    result = synthesize_recipe(recipe, base_dir=base_dir, progress=progress)
+    for line in summary_lines(result.report):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {result.out_dir}/synthetic.jsonl, rejected.jsonl, report.json", markup=False,
+                  highlight=False, soft_wrap=True)
+
+
+def _set_flag(section, key: str, value) -> None:
+    """Sections validate on assignment, so a bad flag value fails like a bad recipe key."""
+    from pydantic import ValidationError
+
+    if value is None:
+        return
+    try:
+        setattr(section, key, value)
+    except ValidationError as exc:
+        raise ConfigError(f"--{key.replace('_', '-')}: {exc.errors()[0]['msg']} (got {value!r})") from None
 
 
 def register(app: typer.Typer) -> None:

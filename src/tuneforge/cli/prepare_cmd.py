@@ -14,17 +14,19 @@ from tuneforge.ui.console import console, print_warning
 RECIPE_KEYS = {"name", "model", "data", "method", "hparams", "eval", "output_dir", "seed", "resume"}
 
 
-def expand_override(item: str) -> str:
+def expand_override(item: str, section: str = "data.prepare", recipe_keys: set[str] = RECIPE_KEYS) -> str:
     key = item.partition("=")[0].strip()
-    return item if key.split(".")[0] in RECIPE_KEYS else f"data.prepare.{item.strip()}"
+    return item if key.split(".")[0] in recipe_keys else f"{section}.{item.strip()}"
 
 
-def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
-    """The optional recipe file is the first argument without `=`; the rest are overrides."""
+def split_recipe_args(args: list[str], section: str = "data.prepare",
+                      recipe_keys: set[str] = RECIPE_KEYS) -> tuple[str | None, list[str]]:
+    """The optional recipe file is the first argument without `=`; the rest are overrides, read as keys of
+    `section` unless their first key is a recipe section (`tuneforge data synthesize` uses it too)."""
     recipe, overrides = None, []
     for arg in args:
         if "=" in arg:
-            overrides.append(expand_override(arg))
+            overrides.append(expand_override(arg, section, recipe_keys))
         elif recipe is None:
             recipe = arg
         else:
@@ -64,7 +66,7 @@ def prepare_cmd(
     from tuneforge.data.prepare import prepare_recipe
     from tuneforge.data.prepare.report import print_summary
 
-    recipe_path, overrides = _split_args(list(args or []))
+    recipe_path, overrides = split_recipe_args(list(args or []))
     recipe = load_recipe(recipe_path, overrides)
     tok = _tokenizer(tokenizer, recipe_path, recipe)
     result = prepare_recipe(recipe, Path(out) if out else None, tokenizer=tok, inputs=inputs or None)

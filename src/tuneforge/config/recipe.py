@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from tuneforge.config.base import Section
 from tuneforge.config.search import SearchConfig
 from tuneforge.config.sections import DataConfig, EvalConfig, HParams, MethodConfig, ModelConfig
+from tuneforge.config.synthesize import SynthesizeConfig
 from tuneforge.errors import ConfigError
 
 
@@ -28,6 +29,8 @@ class Recipe(Section):
     seed: int = 42
     resume: bool | str = Field(False, description="false, true/auto (newest checkpoint), or a path")
     search: SearchConfig = Field(default_factory=SearchConfig, description="used by `tuneforge search` only")
+    synthesize: SynthesizeConfig = Field(
+        default_factory=SynthesizeConfig, description="used by `tuneforge data synthesize` only")
 
 
 def load_recipe(path: str | Path | None, overrides: Iterable[str] = ()) -> Recipe:
