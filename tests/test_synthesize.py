@@ -331,3 +331,14 @@ def test_endpoint_generator_against_the_serve_app(tmp_path, tiny_model_dir):
         assert result.report["generator"] == f"{tiny_model_dir.name} @ {url}/v1"
         with pytest.raises(ModelError, match="endpoint"):
             EndpointGenerator(url + "/v1", "no-such-model").complete(["x"], max_new_tokens=2, temperature=0)
+
+
+def test_example_recipe_parses_with_its_synthesize_section():
+    from pathlib import Path
+
+    from tuneforge.config.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).parents[1] / "examples" / "synthesize.yaml", ["synthesize.n=7"])
+    assert recipe.synthesize.n == 7 and recipe.synthesize.max_seeds == 20
+    assert recipe.synthesize.prompt.output_mode == "chat" and recipe.synthesize.filter.rouge_threshold == 0.7
+    assert recipe.data.sources[0].path.endswith("selfinstruct-synth/synthetic.jsonl")
