@@ -37,9 +37,9 @@ def version_cmd() -> None:
 
 
 def _register_all() -> None:
-    from tuneforge.cli import data_cmd, eval_cmd, export_cmd, models_cmd, serve_cmd, train_cmd
+    from tuneforge.cli import data_cmd, eval_cmd, export_cmd, models_cmd, serve_cmd, train_cmd, ui_cmd
 
-    for module in (models_cmd, data_cmd, train_cmd, eval_cmd, export_cmd, serve_cmd):
+    for module in (models_cmd, data_cmd, train_cmd, eval_cmd, export_cmd, serve_cmd, ui_cmd):
         module.register(app)
 
 
