@@ -86,6 +86,7 @@ def test_multitask_reports_each_task(tmp_path, tiny_model_dir):
     assert set(before) == set(after) == {"sentiment", "capital"}
     assert after["capital"]["exact_match"] > before["capital"]["exact_match"]  # one answer per task is learnt
     assert set(result.stats["task_mixture"]) == {"sentiment", "capital"}
+    assert sum(result.stats["task_train_examples"].values()) == result.stats["train"]["examples"]
 
 
 def test_multitask_takes_raw_text_tasks_but_sft_does_not(tmp_path, tiny_model_dir):

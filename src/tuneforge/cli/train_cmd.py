@@ -11,10 +11,11 @@ from tuneforge.ui.console import console
 
 
 def register(app: typer.Typer) -> None:
-    """Add `train`, `search` and `runs` to the main app."""
+    """Add `train`, `search`, `runs` and `stop` to the main app."""
     app.command("train")(train_cmd)
     app.command("search")(search_cmd)
     app.command("runs")(runs_cmd)
+    app.command("stop")(stop_cmd)
 
 
 def train_cmd(
@@ -47,7 +48,8 @@ def search_cmd(
     continue_: Optional[Path] = typer.Option(None, "--continue", help="an earlier search folder to add trials to"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the result table"),
 ) -> None:
-    """Hyperparameter search (Optuna): train variants of the recipe, keep the best by validation loss."""
+    """Hyperparameter search (Optuna, or Ray Tune with search.backend=ray): train variants of the recipe,
+    keep the best by validation loss."""
     from rich.table import Table
 
     from tuneforge.config.recipe import load_recipe
@@ -90,3 +92,19 @@ def runs_cmd(
         table.add_row(r.name, r.status, r.method, Path(r.model).name or r.model, str(r.steps), best,
                       "yes" if r.final_dir else "no")
     console.print(table)
+
+
+def stop_cmd(
+    run: str = typer.Argument(..., help="run folder or run name (newest of that name under --dir)"),
+    directory: Path = typer.Option(Path("runs"), "--dir", help="folder holding run folders"),
+) -> None:
+    """Ask a running training run to stop after its current step, with a checkpoint (resume: auto continues)."""
+    from tuneforge.errors import ConfigError
+    from tuneforge.train.runfolder import request_stop
+    from tuneforge.train.runs import resolve_run
+
+    info = resolve_run(run, directory)
+    if info.status != "running":
+        raise ConfigError(f"{info.path}: not running (status {info.status}); nothing to stop")
+    request_stop(info.path)
+    console.print(f"stop requested: {info.path} stops after its current step (status `stopped`, with a checkpoint)")

@@ -32,7 +32,8 @@ def train(
     """Run the recipe's training job and return where its outputs went.
 
     `quiet=True` prints nothing (for notebooks and other tools); `stop_hook(step) -> True` stops cleanly
-    after that optimizer step with a checkpoint, status `stopped` (resume with `resume: auto`).
+    after that optimizer step with a checkpoint, status `stopped` (resume with `resume: auto`); so does a
+    `stop-request` file in the run folder (`runfolder.request_stop`, `tuneforge stop RUN`).
     """
     from rich.console import Console as _Console
 
@@ -51,6 +52,18 @@ def train(
         from tuneforge.train import classify
 
         return _in_run_folder(recipe, console, stop_hook, classify.run)
+    if recipe.method.objective == "mlm":
+        from tuneforge.train import mlm
+
+        return _in_run_folder(recipe, console, stop_hook, mlm.run)
+    if recipe.method.objective == "contrastive":
+        from tuneforge.train import contrastive
+
+        return _in_run_folder(recipe, console, stop_hook, contrastive.run)
+    if recipe.method.objective == "distill":
+        from tuneforge.train.distill import run_distill
+
+        return run_distill(recipe, console, stop_hook)
     from tuneforge.train.sft import run_sft
 
     return run_sft(recipe, console, stop_hook)
@@ -71,9 +84,9 @@ def _train_preference(recipe: "Recipe", console: "Console", stop_hook) -> "RunRe
 
 def _in_run_folder(recipe: "Recipe", console: "Console", stop_hook, runner) -> "RunResult":
     """HF-Trainer-based objectives get a started run folder (recipe.yaml, manifest, status) to write into."""
-    from tuneforge.train.runfolder import find_resume_point, start_run
+    from tuneforge.train.runfolder import find_resume_point, start_run, with_stop_request
 
     data_files = [s.path for s in recipe.data.sources if s.path]
     run = start_run(recipe, console, find_resume_point(recipe), data_files)
-    run.extras["stop_hook"] = stop_hook
+    run.extras["stop_hook"] = with_stop_request(run.run_dir, stop_hook)
     return run.supervise(lambda: runner(recipe, run))

@@ -12,6 +12,7 @@ transformers nor peft offer it on CPU; the test checks it against the plain HF l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,10 @@ class LossOutput:
     @property
     def loss(self) -> torch.Tensor:
         return self.loss_sum / max(self.n_tokens, 1)
+
+
+# (model, batch, chunk_size) -> LossOutput: the training loss the SFT loop optimizes (causal_lm_loss by default)
+LossFn = Callable[[Any, Batch, int], LossOutput]
 
 
 def _chunked_forward(hidden, weight, bias, targets, chunk_size, need_h: bool, need_w: bool, need_b: bool):
@@ -122,22 +127,31 @@ def _fallback_loss(model, batch: Batch) -> LossOutput:
     return LossOutput(loss_sum, int(mask.sum()), n_correct)
 
 
-def causal_lm_loss(model, batch: Batch, chunk_size: int = 1024) -> LossOutput:
-    """Summed next-token cross-entropy over the batch's labelled tokens, + token count and accuracy."""
+def labelled_hidden(model, batch: Batch):
+    """(hidden states at positions whose next token is trained (N, H), lm_head, their targets (N,)), or None
+    for models without a (body, lm_head) split. Other losses over the same positions start here too."""
     parts = _unwrap(model)
     if parts is None:
-        return _fallback_loss(model, batch)
+        return None
     body, head = parts
     out = body(**batch.model_inputs(_attention_dtype(body, batch)), use_cache=False)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     targets = batch.labels[:, 1:]
     mask = targets != IGNORE_INDEX
-    selected = hidden[:, :-1][mask]  # (N, H): only positions whose next token is trained
-    inputs = (selected, head.weight, head.bias, targets[mask], chunk_size)
+    return hidden[:, :-1][mask], head, targets[mask]
+
+
+def causal_lm_loss(model, batch: Batch, chunk_size: int = 1024) -> LossOutput:
+    """Summed next-token cross-entropy over the batch's labelled tokens, + token count and accuracy."""
+    parts = labelled_hidden(model, batch)
+    if parts is None:
+        return _fallback_loss(model, batch)
+    selected, head, targets = parts
+    inputs = (selected, head.weight, head.bias, targets, chunk_size)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs[:3]):
         loss_sum, correct = _ChunkedLinearCrossEntropy.apply(*inputs)
     else:
         # Autograd functions see needs_input_grad from requires_grad even under no_grad / inference_mode,
         # so validation would pay for the gradients it then drops: go around the function instead.
         loss_sum, correct, *_ = _chunked_forward(*inputs, need_h=False, need_w=False, need_b=False)
-    return LossOutput(loss_sum, int(mask.sum()), int(correct))
+    return LossOutput(loss_sum, len(targets), int(correct))

@@ -24,6 +24,7 @@ from tuneforge.errors import ConfigError
 from tuneforge.train import checkpoint as ckpt
 
 STATUSES = ("running", "finished", "failed", "stopped")
+STOP_REQUEST = "stop-request"  # a file in the run folder: stop after the current step, with a checkpoint
 _PACKAGES = ("tuneforge", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers",
              "safetensors", "numpy", "bitsandbytes")
 
@@ -99,6 +100,33 @@ def write_status(run_dir: Path, status: str) -> None:
     tmp = Path(run_dir) / ".status.tmp"
     tmp.write_text(status + "\n", encoding="utf-8")
     os.replace(tmp, Path(run_dir) / "status")
+
+
+def request_stop(run_dir: str | Path) -> Path:
+    """Ask a running run to stop cleanly (`tuneforge stop`, the web UI's Stop button).
+
+    A file rather than a signal: any process that can write the folder can ask, the trainer picks it up
+    between optimizer steps (a checkpoint is saved, status `stopped`, `resume: auto` continues), and a
+    request for a run that has already ended changes nothing.
+    """
+    path = Path(run_dir) / STOP_REQUEST
+    path.write_text(_dt.datetime.now().isoformat(timespec="seconds") + "\n", encoding="utf-8")
+    return path
+
+
+def stop_requested(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / STOP_REQUEST).is_file()
+
+
+def with_stop_request(run_dir: Path, hook: Callable[[int], bool] | None) -> Callable[[int], bool]:
+    """The trainer's stop hook: the caller's own `hook(step)` (always called: search reports to Optuna from
+    it) or a stop-request file in the run folder."""
+
+    def should_stop(step: int) -> bool:
+        asked = hook is not None and bool(hook(step))
+        return asked or stop_requested(run_dir)
+
+    return should_stop
 
 
 def read_status(run_dir: Path) -> str:
@@ -184,6 +212,7 @@ def start_run(recipe: Recipe, console: Console, resume_from: Path | None = None,
     else:
         run_dir = new_run_dir(recipe.output_dir, recipe.name)
     dump_recipe(recipe, run_dir / "recipe.yaml")
+    (run_dir / STOP_REQUEST).unlink(missing_ok=True)  # the request that stopped it, when resuming
     write_manifest(run_dir, recipe, data_files or [])
     write_status(run_dir, "running")
     (run_dir / "pid").write_text(f"{os.getpid()}@{platform.node()}\n", encoding="utf-8")

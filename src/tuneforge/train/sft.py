@@ -21,11 +21,12 @@ from tuneforge.config.recipe import Recipe
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train import preflight as pf
 from tuneforge.train.auto import resolve_auto
+from tuneforge.train.loss import LossFn
 from tuneforge.train.methods import apply_method, count_parameters, describe_parameters, load_for_training
 from tuneforge.train.monitor import Monitor, check_finite, truncate_metrics
 from tuneforge.train.multitask import TaskPlan
 from tuneforge.train.optim import build_optimizer, build_scheduler
-from tuneforge.train.runfolder import RunContext, RunResult, find_resume_point, start_run
+from tuneforge.train.runfolder import RunContext, RunResult, find_resume_point, start_run, with_stop_request
 
 StopHook = Callable[[int], bool]
 
@@ -56,6 +57,7 @@ class Prepared:
     stats: dict[str, Any]
     test_records: list[Any]  # for the before/after evaluation
     plan: TaskPlan  # which task each example belongs to, and the training mixture
+    loss_fn: LossFn | None = None  # the training loss; None: causal_lm_loss (distillation brings its own)
 
 
 # -- setup --------------------------------------------------------------------------------------------
@@ -152,21 +154,24 @@ def setup_model(run: RunContext, job: Prepared) -> Any:
 
 # -- one optimizer step, one evaluation --------------------------------------------------------------
 
-def train_step(model, optimizer, scheduler, micro_batches, recipe: Recipe, device, autocast) -> tuple[float, int]:
+def train_step(model, optimizer, scheduler, micro_batches, recipe: Recipe, device, autocast,
+               loss_fn: LossFn | None = None) -> tuple[float, int]:
     """Accumulate over micro-batches, average per trained token, clip, step. Returns (mean loss, input tokens).
 
     Gradients of the summed loss are divided by the step's token count once at the end, so every trained
     token weighs the same however the tokens fall across micro-batches. A non-finite loss skips the update.
+    `loss_fn` replaces the causal-LM loss (it must return a sum over trained tokens, like causal_lm_loss).
     """
     from tuneforge.train.loss import causal_lm_loss
 
     hp = recipe.hparams
+    loss_fn = loss_fn or causal_lm_loss
     model.train()
     loss_sum, n_labels, n_input = 0.0, 0, 0
     for batch in micro_batches:
         batch = batch.to(device)
         with autocast():
-            out = causal_lm_loss(model, batch, hp.loss_chunk_size)
+            out = loss_fn(model, batch, hp.loss_chunk_size)
         out.loss_sum.backward()
         loss_sum += float(out.loss_sum.detach())
         n_labels += out.n_tokens
@@ -246,7 +251,7 @@ def _probe(model, job: Prepared, train_batcher, device, autocast) -> float | Non
     def run_step() -> None:
         chunk = [batches[(cursor[0] + k) % len(batches)] for k in range(hp.grad_accum)]
         cursor[0] += hp.grad_accum
-        train_step(model, optimizer, scheduler, chunk, job.recipe, device, autocast)
+        train_step(model, optimizer, scheduler, chunk, job.recipe, device, autocast, job.loss_fn)
 
     per_step = pf.measure_step_time(model, run_step, hp.probe_steps)
     del optimizer, scheduler
@@ -270,6 +275,7 @@ def _preflight(run: RunContext, job: Prepared, model, train_batcher, steps: int,
 
         extra["tasks (examples / epoch)"] = describe_mixture(job.plan.slices["train"], job.plan.counts)
         job.stats["task_mixture"] = {t: round(c, 2) for t, c in job.plan.counts.items()}
+        job.stats["task_train_examples"] = job.plan.slices["train"].sizes()
     if per_step is not None:
         extra["time (est.)"] = f"{pf.format_seconds(per_step * steps)} ({per_step:.2f}s/step measured)"
         job.stats["probe_s_per_step"] = round(per_step, 4)
@@ -279,6 +285,7 @@ def _preflight(run: RunContext, job: Prepared, model, train_batcher, steps: int,
 
 def train_loop(run: RunContext, job: Prepared, stop_hook: StopHook | None = None) -> RunResult:
     recipe, hp = job.recipe, job.recipe.hparams
+    stop_hook = with_stop_request(run.run_dir, stop_hook)
     before = None
     if _compare_on_test(job) and run.resume_from is None:
         before = evaluate_test(job.model, job, run, "before")
@@ -320,7 +327,8 @@ def train_loop(run: RunContext, job: Prepared, stop_hook: StopHook | None = None
 
 def _compare_on_test(job: Prepared) -> bool:
     objective = job.recipe.method.objective
-    return bool(job.test_records) and job.recipe.eval.before_after and objective in ("sft", "multitask")
+    return (bool(job.test_records) and job.recipe.eval.before_after
+            and objective in ("sft", "multitask", "distill"))
 
 
 def evaluate_test(model, job: Prepared, run: RunContext, name: str) -> dict[str, Any]:
@@ -383,7 +391,7 @@ def _epochs(run, job, model, optimizer, scheduler, train_batcher, val_batches, s
         end = min(state.batch_index + hp.grad_accum, len(batches))
         chunk = [batches[i] for i in range(state.batch_index, end)]
         t0 = time.perf_counter()
-        loss, n_input = train_step(model, optimizer, scheduler, chunk, recipe, device, autocast)
+        loss, n_input = train_step(model, optimizer, scheduler, chunk, recipe, device, autocast, job.loss_fn)
         lr = max(g["lr"] for g in optimizer.param_groups)
         check_finite(loss, state.global_step + 1, float(hp.learning_rate))
         speed = n_input / max(time.perf_counter() - t0, 1e-9)
