@@ -83,3 +83,17 @@ def test_with_params_sets_dotted_fields(tmp_path, tiny_model_dir):
     changed = with_params(recipe, {"method.lora.r": 4, "hparams.scheduler": "linear"}, name="x")
     assert (changed.method.lora.r, changed.hparams.scheduler, changed.name) == (4, "linear", "x")
     assert recipe.method.lora.r != 4  # the original is untouched
+
+
+def test_asha_and_points_to_evaluate_stop_a_clearly_bad_trial(tmp_path, tiny_model_dir):
+    # The Optuna backend's side of tests/test_search_ray.py's ASHA test: a good rate first, then one that
+    # cannot learn, which trails the only other value at the first rung and is pruned there.
+    points = "search.points_to_evaluate=[{hparams.learning_rate: 1.0e-2}, {hparams.learning_rate: 1.0e-5}]"
+    recipe = make_recipe(tmp_path, tiny_model_dir, "data.val_ratio=0.25", "hparams.epochs=3", "hparams.batch_size=4",
+                         "hparams.eval_every=1", LR_SPACE, points, "search.trials=2", "search.pruner=asha", n=16)
+    found = search(recipe, quiet=True)
+    assert [(r["trial"], r["state"]) for r in found.trials] == [(0, "complete"), (1, "pruned")]
+    assert found.trials[1]["params"]["hparams.learning_rate"] == pytest.approx(1e-5)
+    rows = [json.loads(line) for line in (found.search_dir / "trials.jsonl").read_text().splitlines()]
+    assert rows[1]["state"] == "pruned" and rows[1]["steps"] < rows[0]["steps"]
+    assert found.best_params == {"hparams.learning_rate": pytest.approx(1e-2)}
