@@ -1,4 +1,4 @@
-"""`tuneforge export`: a thin layer over tuneforge.export."""
+"""`tuneforge export` and `tuneforge compress`: thin layers over tuneforge.export."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tuneforge.ui.console import console
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export_cmd)
+    app.command("compress")(compress_cmd)
 
 
 def export_cmd(
@@ -37,3 +38,58 @@ def export_cmd(
         console.print(f"  {path.name:<40} {path.stat().st_size / 1e6:9.1f} MB")
     if result.format == "ollama":
         console.print(f"next: cd {result.out_dir} && ollama create <name> -f Modelfile && ollama run <name>")
+
+
+def compress_cmd(
+    target: str = typer.Argument(..., help="a run folder or run name (LoRA merged), or any model spec"),
+    out: str = typer.Option(..., "--out", "-o", help="folder to write (pruned HF model, GGUFs, report)"),
+    prune: Optional[float] = typer.Option(None, "--prune", help="fraction to remove, 0 < SPARSITY < 1"),
+    prune_kind: str = typer.Option("unstructured", "--prune-kind",
+                                   help="unstructured (zero smallest weights) | structured (remove MLP channels) "
+                                        "| layers (drop whole decoder layers)"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", "-q",
+                                           help="GGUF types, comma-separated: f32 f16 q8_0 q5_1 q5_0 q4_1 q4_0"),
+    data: Optional[str] = typer.Option(None, "--data", help="held-out file (default: the run's test split)"),
+    limit: int = typer.Option(100, "--limit", min=1, help="score the first N held-out examples"),
+    metrics: str = typer.Option("likelihood", "--metrics",
+                                help="likelihood (loss, perplexity) or e.g. auto to add the task's metrics"),
+    speed_tokens: int = typer.Option(32, "--speed-tokens", min=0, help="tokens decoded per prompt for tokens/s"),
+    runs_dir: str = typer.Option("runs", "--runs-dir", help="where run names are looked up"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: physical cores)"),
+) -> None:
+    """Prune and/or quantize a run or model and measure what it costs: size, perplexity, tokens/s."""
+    from tuneforge.cli.eval_cmd import check_metric_names
+    from tuneforge.export.compress import check_compress_args, compress_model
+    from tuneforge.train.threads import configure_threads
+
+    quant = [q.strip() for q in (quantize or "").split(",") if q.strip()]
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()]
+    check_compress_args(prune, prune_kind, quant)
+    check_metric_names(wanted)
+    configure_threads(threads)
+    with console.status("compressing") as status:
+        result = compress_model(target, out, prune=prune, prune_kind=prune_kind, quantize=quant, data=data,
+                                limit=limit, metrics=wanted, runs_dir=runs_dir, speed_tokens=speed_tokens,
+                                progress=lambda step: status.update(f"compressing: {step}"))
+    _print_variants(result.report)
+    console.print(f"report: {result.report_path}")
+
+
+def _print_variants(report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"held-out: {report['data']['path']} ({report['data']['examples']} examples)",
+                  title_justify="left")
+    for column in ("variant", "parameters", "non-zero", "MB", "loss", "perplexity", "tokens/s"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, row in report["variants"].items():
+        metrics = row["metrics"]
+        size = row.get("size_bytes")
+        table.add_row(name, f"{row['parameters']:,}", f"{row['nonzero']:,}",
+                      f"{size / 1e6:.1f}" if size else "-", _num(metrics.get("loss")),
+                      _num(metrics.get("perplexity")), _num(row.get("tokens_per_s")))
+    console.print(table)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
