@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import build_tiny_llama, build_tiny_tokenizer, save_tiny_model  # noqa: E402
+from tiny import build_tiny_llama, build_tiny_tokenizer, save_tiny_bert, save_tiny_model  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -33,6 +33,12 @@ def pytest_configure(config):
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer Llama + BPE tokenizer saved as an HF folder (safetensors)."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 2-layer BERT encoder (no MLM head) + WordPiece tokenizer saved as an HF folder (safetensors)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,54 @@ def save_tiny_model(directory: Path) -> Path:
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# Words the encoder tests build their synthetic corpora from: in the tiny BERT's vocabulary as whole tokens.
+BERT_WORDS = {
+    "animal": ["cat", "dog", "cow", "owl", "fox", "bee", "ant", "pig"],
+    "sound": ["meow", "bark", "moo", "hoot", "yip", "buzz", "tick", "oink"],
+    "place": ["river", "forest", "garden", "valley", "desert", "island", "meadow", "canyon"],
+    "building": ["bridge", "cabin", "shed", "barn", "tent", "lighthouse", "mill", "tower"],
+}
+BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_tiny_bert_tokenizer(vocab_size: int = 400):
+    """A lower-casing WordPiece tokenizer (BERT's pre-tokenizer, [CLS] x [SEP] template) on fixture text."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    core.normalizer = normalizers.BertNormalizer(lowercase=True)
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    core.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIAL, show_progress=False)
+    words = [" ".join(group) for group in BERT_WORDS.values()] * 20
+    core.train_from_iterator(FIXTURE_TEXT + words, trainer=trainer)
+    cls, sep = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return BertTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+
+
+def build_tiny_bert(tokenizer, seed: int = 0):
+    """A 2-layer BERT encoder (no MLM head, like the embedded all-MiniLM-L6-v2)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    return BertModel(config, add_pooling_layer=False)
+
+
+def save_tiny_bert(directory: Path) -> Path:
+    """Write the tiny BERT + WordPiece tokenizer as a Hugging Face folder (safetensors)."""
+    tokenizer = build_tiny_bert_tokenizer()
+    model = build_tiny_bert(tokenizer)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -21,7 +21,8 @@ from tuneforge.errors import ConfigError, UnsupportedHere
 PROMPT_METHODS = frozenset({"prompt_tuning", "p_tuning", "prefix_tuning"})
 ADAPTER_METHODS = frozenset({"lora", "qlora"}) | PROMPT_METHODS
 PREFERENCE_OBJECTIVES = frozenset({"reward", "dpo", "orpo", "kto", "ppo"})
-SUPPORTED_OBJECTIVES = frozenset({"sft", "pretrain", "multitask", "classification"}) | PREFERENCE_OBJECTIVES
+SUPPORTED_OBJECTIVES = (frozenset({"sft", "pretrain", "multitask", "classification"})
+                        | {"mlm", "contrastive"} | PREFERENCE_OBJECTIVES)
 
 _LAYER_INDEX = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
 
@@ -180,6 +181,13 @@ def linear_module_names(model: nn.Module) -> list[str]:
 
 
 def _apply_lora(model: nn.Module, method: MethodConfig) -> nn.Module:
+    return lora_adapter(model, method)
+
+
+def lora_adapter(model: nn.Module, method: MethodConfig, *, task_type: str | None = "CAUSAL_LM",
+                 within: str | None = None, modules_to_save: list[str] | None = None) -> nn.Module:
+    """peft LoRA from `method.lora`. `within`: adapt only linear layers under that module (an encoder's base
+    model, so a head tied to the input embeddings stays out); `modules_to_save`: layers trained in full."""
     from peft import LoraConfig, get_peft_model
 
     cfg = method.lora
@@ -192,6 +200,9 @@ def _apply_lora(model: nn.Module, method: MethodConfig) -> nn.Module:
                 f"method.lora.target_modules: {missing} not found in the model; "
                 f"allowed: 'all-linear' or any of {available}"
             )
+    if within is not None:  # full module names: peft matches them exactly
+        targets = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)
+                   and name.startswith(within + ".") and (targets == "all-linear" or name.rsplit(".", 1)[-1] in targets)]
     peft_cfg = LoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
@@ -199,7 +210,8 @@ def _apply_lora(model: nn.Module, method: MethodConfig) -> nn.Module:
         target_modules=targets,
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
+        modules_to_save=modules_to_save or None,
     )
     return get_peft_model(model, peft_cfg)
 

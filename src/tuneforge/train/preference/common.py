@@ -75,6 +75,19 @@ def load_policy(recipe: Recipe):
     return apply_method(model, tokenizer, recipe.method, recipe.hparams), tokenizer
 
 
+def full_model_spec(recipe: Recipe):
+    """The model to put a new head on: the recipe's base, or the full model `init_from_run` points at."""
+    spec = recipe.model
+    if not spec.init_from_run:
+        return spec
+    folder = init_run_folder(spec.init_from_run)
+    if (folder / "adapter_config.json").is_file():
+        raise ModelError(f"{recipe.method.objective}: model.init_from_run must point at a full model (an "
+                         "adapter cannot be loaded under a new head); merge it first with "
+                         "`tuneforge export RUN --format hf --out DIR` and start from DIR")
+    return spec.model_copy(update={"name_or_path": str(folder)})
+
+
 HEAD_NAMES = ("score", "classifier")  # the freshly initialised head of *ForSequenceClassification
 
 
@@ -85,15 +98,7 @@ def load_sequence_classifier(recipe: Recipe, num_labels: int, labels: list[str] 
     from tuneforge.train.methods import apply_method, check_method_supported
 
     check_method_supported(recipe.method)
-    spec = recipe.model
-    if spec.init_from_run:
-        folder = init_run_folder(spec.init_from_run)
-        if (folder / "adapter_config.json").is_file():
-            raise ModelError(f"{recipe.method.objective}: model.init_from_run must point at a full model (an "
-                             "adapter cannot be loaded under a classification head); merge it first with "
-                             "`tuneforge export RUN --format hf --out DIR` and start from DIR")
-        spec = spec.model_copy(update={"name_or_path": str(folder)})
-    model, tokenizer = load_model(spec, head="sequence_classification", num_labels=num_labels)
+    model, tokenizer = load_model(full_model_spec(recipe), head="sequence_classification", num_labels=num_labels)
     model.config.pad_token_id = tokenizer.pad_token_id
     if labels:
         model.config.id2label = dict(enumerate(labels))
@@ -177,10 +182,22 @@ def trainer_args(config_cls, recipe: Recipe, run: RunContext, has_eval: bool, **
         report_to=[],
         disable_tqdm=True,  # the run's Monitor draws the progress bar
         use_cpu=not _cuda(),
-        **save,
-        **evals,
-        **extra,
+        **{**save, **evals, **extra},  # extra may override the save/eval strategy (see early_stopping)
     )
+
+
+def early_stopping(recipe: Recipe, has_eval: bool) -> tuple[dict[str, Any], list[Any]]:
+    """(TrainingArguments overrides, callbacks) for `hparams.early_stopping_patience`: HF's
+    EarlyStoppingCallback on the validation loss, checkpoints at each evaluation, the best loaded at the end.
+    Callers refuse early stopping without a validation split first (preflight.check_usable)."""
+    hp = recipe.hparams
+    if not hp.early_stopping_patience or not has_eval:
+        return {}, []
+    from transformers import EarlyStoppingCallback
+
+    every = {"save_strategy": "steps", "save_steps": hp.eval_every} if hp.eval_every else {"save_strategy": "epoch"}
+    args = {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False, **every}
+    return args, [EarlyStoppingCallback(hp.early_stopping_patience, hp.early_stopping_min_delta)]
 
 
 def _cuda() -> bool:
