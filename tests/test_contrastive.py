@@ -144,3 +144,17 @@ def test_negatives_on_only_some_rows_fall_back_to_in_batch_negatives_with_a_warn
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     result = train(recipe_for(tiny_bert_dir, path, tmp_path, max_steps=2), quiet=True)
     assert result.stats["hard_negatives"] is False and "hard negatives are not used" in result.stats["warnings"][0]
+
+
+@pytest.mark.parametrize("name, kind, rows", [("contrastive", "Pair", 480), ("mlm", "Text", 160)])
+def test_the_examples_read_their_data(name, kind, rows, shared_data):
+    from pathlib import Path
+
+    from tuneforge.config import load_recipe
+    from tuneforge.data import read_source
+
+    recipe = load_recipe(Path(__file__).parents[1] / "examples" / f"{name}.yaml")
+    assert recipe.method.objective == name and recipe.model.name_or_path == "minilm-l6"
+    result = read_source(recipe.data.sources[0])
+    assert len(result.records) == rows and not result.rejected
+    assert {type(r).__name__ for r in result.records} == {kind}
