@@ -10,7 +10,7 @@ from tuneforge.config.base import Section
 from tuneforge.config.prepare import PrepareConfig
 
 DataFormat = Literal[
-    "auto", "alpaca", "sharegpt", "openai", "preference", "text", "labelled", "ranking", "kto"
+    "auto", "alpaca", "sharegpt", "openai", "preference", "text", "labelled", "ranking", "kto", "pairs"
 ]
 
 
@@ -117,7 +117,7 @@ class MethodConfig(Section):
     ] = "lora"
     objective: Literal[
         "sft", "pretrain", "mlm", "contrastive", "classification", "multitask",
-        "reward", "dpo", "orpo", "kto", "ppo",
+        "reward", "dpo", "orpo", "kto", "ppo", "distill",
     ] = "sft"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)

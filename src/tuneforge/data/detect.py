@@ -19,6 +19,8 @@ def row_format(row: Any) -> str | None:
         return "ranking"
     if {"preferred_output", "non_preferred_output"} & keys or {"chosen", "rejected"} <= keys:
         return "preference"
+    if "positive" in keys and keys & {"anchor", "query"}:
+        return "pairs"
     if keys & {"messages", "conversations"} and keys & {"label", "kto_tag"}:
         return "kto"
     if "instruction" in keys and "kto_tag" in keys:
@@ -54,6 +56,6 @@ def detect_format(rows: Iterable[Any]) -> str:
     keys = ", ".join(k for k, _ in seen_keys.most_common(10)) or "no JSON objects"
     raise DataError(
         f"cannot detect the data format: expected keys like instruction/output (alpaca), conversations "
-        f"(sharegpt), messages (openai), chosen/rejected (preference), text[/label], got {keys}; "
-        f"pass the format explicitly (--format or `format:` in the recipe) or rename columns with `columns:`"
+        f"(sharegpt), messages (openai), chosen/rejected (preference), text[/label], anchor/positive (pairs), "
+        f"got {keys}; pass the format explicitly (--format or `format:` in the recipe) or rename columns with `columns:`"
     )

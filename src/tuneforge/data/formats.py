@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from tuneforge.data.records import Conversation, Record, Turn
 
-FORMATS = ("alpaca", "sharegpt", "openai", "kto", "preference", "ranking", "text", "labelled")
+FORMATS = ("alpaca", "sharegpt", "openai", "kto", "preference", "ranking", "text", "labelled", "pairs")
 
 
 class RowProblem(Exception):
@@ -152,5 +152,6 @@ def converter(fmt: str) -> Converter:
         "ranking": formats_other.ranking,
         "text": formats_other.text,
         "labelled": formats_other.labelled,
+        "pairs": formats_other.pairs,
     }
     return table[fmt]

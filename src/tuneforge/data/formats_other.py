@@ -1,4 +1,4 @@
-"""Preference (paired), ranking (n-way), raw text and labelled text -> records."""
+"""Preference (paired), ranking (n-way), raw text, labelled text and embedding pairs -> records."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tuneforge.data.formats import (
     tools_text,
 )
 from tuneforge.data.formats_chat import alpaca_prompt_turns, conversation_from_messages
-from tuneforge.data.records import Conversation, Labelled, Preference, Text, Turn
+from tuneforge.data.records import Conversation, Labelled, Pair, Preference, Text, Turn
 from tuneforge.errors import DataError
 
 
@@ -120,6 +120,30 @@ def labelled(row: dict, opts: ReadOptions) -> list[Labelled]:
     if isinstance(label, str) and not label.strip():
         raise RowProblem("empty_content", "label", "expected a label, got an empty string")
     return [Labelled(text=body, label=str(label), groups=_groups(row))]
+
+
+ANCHOR_KEYS = ("anchor", "query")  # sentence-transformers' and retrieval datasets' names for the first text
+
+
+def pairs(row: dict, opts: ReadOptions) -> list[Pair]:
+    """`{"anchor" or "query": ..., "positive": ..., "negative": ...?}` (sentence-transformers' column names)."""
+    key = next((k for k in ANCHOR_KEYS if row.get(k) is not None), "anchor")
+    anchor = text_value(require(row, key), key)
+    positive = text_value(require(row, "positive"), "positive")
+    negative = optional(row, "negative")
+    return [check_pair(Pair(anchor=anchor, positive=positive, negative=negative or None))]
+
+
+def check_pair(pair: Pair) -> Pair:
+    """RowProblem when a pair cannot teach anything: an empty side, or the same text on both sides."""
+    for name in ("anchor", "positive"):
+        if not getattr(pair, name).strip():
+            raise RowProblem("empty_content", name, f"expected a non-empty {name}, got an empty string")
+    if pair.anchor.strip() == pair.positive.strip():
+        raise RowProblem("identical_pair", "anchor/positive", "expected two different texts, got the same text twice")
+    if pair.negative is not None and pair.negative.strip() == pair.positive.strip():
+        raise RowProblem("identical_pair", "positive/negative", "expected a negative that differs from the positive")
+    return pair
 
 
 def _groups(row: dict) -> dict[str, str]:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tuneforge.data.records import Conversation, Labelled, Preference, Record
+from tuneforge.data.records import Conversation, Labelled, Pair, Preference, Record
 from tuneforge.errors import TuneforgeError
 
 DEFAULT_TOKENIZER = "smollm2-135m-instruct"
@@ -149,6 +149,9 @@ def _render_record(record: Record, render: Callable) -> str:
         return f"{_clip(chosen)}\n[rejected] {_clip(record.rejected)}"  # clipped apart: both stay visible
     if isinstance(record, Labelled):
         return _clip(f"[{record.label}] {record.text}")
+    if isinstance(record, Pair):
+        negative = f"\n[negative] {_clip(record.negative)}" if record.negative is not None else ""
+        return f"{_clip(record.anchor)}\n[positive] {_clip(record.positive)}{negative}"
     return _clip(record.text)
 
 
@@ -160,6 +163,8 @@ def _texts(record: Record, render: Callable) -> list[str]:
                 for a in (record.chosen, record.rejected)]
     if isinstance(record, Conversation):
         return [render(record.messages(), record.tools)]
+    if isinstance(record, Pair):  # each side is embedded on its own
+        return [t for t in (record.anchor, record.positive, record.negative) if t is not None]
     return [record.text]
 
 

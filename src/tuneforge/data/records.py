@@ -1,6 +1,6 @@
 """Canonical records every reader produces and every trainer consumes.
 
-Readers turn Alpaca, ShareGPT, OpenAI `messages`, preference, raw and labelled files into these four
+Readers turn Alpaca, ShareGPT, OpenAI `messages`, preference, raw, labelled and pair files into these five
 shapes; nothing downstream knows which file format an example came from.
 """
 
@@ -74,7 +74,18 @@ class Labelled:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-Record = Union[Conversation, Preference, Text, Labelled]
+@dataclass
+class Pair:
+    """Two texts that belong together (query -> passage), for embedding training; `negative` is optional:
+    a text close to the anchor that does not answer it (a hard negative)."""
+
+    anchor: str
+    positive: str
+    negative: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Record = Union[Conversation, Preference, Text, Labelled, Pair]
 
 
 def record_to_dict(record: Record) -> dict[str, Any]:
@@ -98,6 +109,8 @@ def record_from_dict(data: dict[str, Any]) -> Record:
         return Text(**data)
     if kind == "labelled":
         return Labelled(**data)
+    if kind == "pair":
+        return Pair(**data)
     raise ValueError(f"unknown record kind {kind!r}")
 
 

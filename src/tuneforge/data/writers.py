@@ -1,7 +1,8 @@
 """Records -> JSONL that the readers read back to equal records (round trip).
 
 Conversation -> OpenAI `messages` (+ per-message weight, tools); Preference -> TRL conversational
-prompt/chosen/rejected; Text -> {"text"}; Labelled -> {"text", "label", "groups"}. Fields OpenAI has no
+prompt/chosen/rejected; Text -> {"text"}; Labelled -> {"text", "label", "groups"}; Pair -> {"anchor",
+"positive", "negative"}. Fields OpenAI has no
 name for (`train`, `tool_call`) and meta other than source/line are written as extra keys.
 """
 
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from tuneforge.data.records import Conversation, Labelled, Preference, Record, Text, Turn
+from tuneforge.data.records import Conversation, Labelled, Pair, Preference, Record, Text, Turn
 
 _LOCATION = ("source", "line")  # where a record was read from; a written file is a new location
 
@@ -35,6 +36,10 @@ def record_row(record: Record) -> dict[str, Any]:
             row["groups"] = dict(record.groups)
     elif isinstance(record, Text):
         row = {"text": record.text}
+    elif isinstance(record, Pair):
+        row = {"anchor": record.anchor, "positive": record.positive}
+        if record.negative is not None:
+            row["negative"] = record.negative
     else:
         raise TypeError(f"not a record: {type(record).__name__}")
     meta = {k: v for k, v in record.meta.items() if k not in _LOCATION}

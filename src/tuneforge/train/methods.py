@@ -21,7 +21,7 @@ from tuneforge.errors import ConfigError, UnsupportedHere
 PROMPT_METHODS = frozenset({"prompt_tuning", "p_tuning", "prefix_tuning"})
 ADAPTER_METHODS = frozenset({"lora", "qlora"}) | PROMPT_METHODS
 PREFERENCE_OBJECTIVES = frozenset({"reward", "dpo", "orpo", "kto", "ppo"})
-SUPPORTED_OBJECTIVES = (frozenset({"sft", "pretrain", "multitask", "classification"})
+SUPPORTED_OBJECTIVES = (frozenset({"sft", "pretrain", "multitask", "classification", "distill"})
                         | {"mlm", "contrastive"} | PREFERENCE_OBJECTIVES)
 
 _LAYER_INDEX = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")

@@ -1,7 +1,8 @@
 """A small per-kind accessor over the text fields of every record kind, so each step is written once.
 
 Every text lives at a `key` (a tuple path) with a `role`: system, prompt (user/tool turns), answer
-(assistant turns, preference chosen/rejected) or text (raw text, labelled text).
+(assistant turns, preference chosen/rejected, pair positive/negative) or text (raw text, labelled text); a
+pair's anchor is its prompt.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import copy
 from dataclasses import dataclass
 from typing import Iterator
 
-from tuneforge.data.records import Conversation, Labelled, Preference, Record, Text
+from tuneforge.data.records import Conversation, Labelled, Pair, Preference, Record, Text
 
 Key = tuple
 
@@ -40,6 +41,11 @@ def slots(record: Record) -> list[Slot]:
         return out
     if isinstance(record, (Text, Labelled)):
         return [Slot(("text",), "text", record.text)]
+    if isinstance(record, Pair):
+        out = [Slot(("anchor",), "prompt", record.anchor), Slot(("positive",), "answer", record.positive)]
+        if record.negative is not None:
+            out.append(Slot(("negative",), "answer", record.negative))
+        return out
     raise TypeError(f"unsupported record type {type(record).__name__}")
 
 
@@ -51,7 +57,7 @@ def set_text(record: Record, key: Key, value: str) -> None:
         target.system = value
     elif path[0] == "turn":
         target.turns[path[1]].content = value
-    elif path[0] in ("chosen", "rejected", "text"):
+    elif path[0] in ("chosen", "rejected", "text", "anchor", "positive", "negative"):
         setattr(target, path[0], value)
     else:
         raise KeyError(key)
@@ -78,6 +84,8 @@ def answer_texts(record: Record) -> list[str]:
         return [t.content for t in record.turns if t.role == "assistant"]
     if isinstance(record, Preference):
         return [record.chosen, record.rejected]
+    if isinstance(record, Pair):
+        return [t for t in (record.positive, record.negative) if t is not None]
     return [record.text]
 
 
@@ -86,6 +94,8 @@ def prompt_text(record: Record) -> str:
         return record.prompt_text()
     if isinstance(record, Preference):
         return record.prompt.prompt_text()
+    if isinstance(record, Pair):
+        return record.anchor
     return ""
 
 

@@ -23,10 +23,10 @@ from tuneforge.data.prepare.ledger import CountMismatch, Item, Ledger
 from tuneforge.data.prepare.normalize import run_normalize
 from tuneforge.data.prepare.pii import run_pii
 from tuneforge.data.prepare.split import SPLITS, run_split
-from tuneforge.data.records import Conversation, Labelled, Preference, Record, Text
+from tuneforge.data.records import Conversation, Labelled, Pair, Preference, Record, Text
 from tuneforge.errors import ConfigError, DataError
 
-RECORD_TYPES = (Conversation, Preference, Text, Labelled)
+RECORD_TYPES = (Conversation, Preference, Text, Labelled, Pair)
 
 
 @dataclass
