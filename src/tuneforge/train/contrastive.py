@@ -59,10 +59,7 @@ def train_contrastive(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     from tuneforge.train.preference import common
     from tuneforge.train.preflight import check_usable
 
-    opts = encoders.parse_options(recipe, ContrastiveOptions)
-    encoders.check_method(recipe)
-    encoders.require_encoder(recipe, DECODER_HINT)
-    splits, rejected = encoders.read_splits(recipe, _as_pair)
+    opts, splits, rejected = encoders.begin(recipe, ContrastiveOptions, _as_pair, DECODER_HINT)
     check_usable(len(splits.train), len(splits.val), recipe)
     recipe, chosen = common.resolve_hparams(recipe, len(splits.train))
     spec = common.full_model_spec(recipe)

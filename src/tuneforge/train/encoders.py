@@ -55,6 +55,15 @@ def check_method(recipe: Recipe) -> None:
                           f"{', '.join(ENCODER_METHODS)}" + ("; on a CPU use lora" if recipe.method.type == "qlora" else ""))
 
 
+def begin(recipe: Recipe, options: type[O], convert: Callable[[Record], Record], decoder_hint: str):
+    """The setup both encoder recipes open with, checks before any weights load: (options, Splits, rejected)."""
+    opts = parse_options(recipe, options)
+    check_method(recipe)
+    require_encoder(recipe, decoder_hint)
+    splits, rejected = read_splits(recipe, convert)
+    return opts, splits, rejected
+
+
 def read_splits(recipe: Recipe, convert: Callable[[Record], Record]):
     """Every source read and `convert`ed (a RowProblem rejects the record with its reason), then split by
     the sources' `split:` and the recipe's ratios (seeded). Returns (Splits, rejected RowIssues)."""

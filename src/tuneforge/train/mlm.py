@@ -56,10 +56,7 @@ def train_mlm(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     from tuneforge.train.preference import common
     from tuneforge.train.preflight import check_usable
 
-    opts = encoders.parse_options(recipe, MLMOptions)
-    encoders.check_method(recipe)
-    encoders.require_encoder(recipe, DECODER_HINT)
-    splits, rejected = encoders.read_splits(recipe, _as_text)
+    opts, splits, rejected = encoders.begin(recipe, MLMOptions, _as_text, DECODER_HINT)
     set_seed(recipe.seed)  # the fresh head's initialisation, so a resumed run continues the same model
     model, tokenizer, fresh = load_masked_lm(recipe)
     block = block_size(recipe, tokenizer, model)
