@@ -84,6 +84,18 @@ def test_stopped_run_resumes_from_its_checkpoint(tiny_bert_dir, tmp_path):
     assert resumed.status == "finished" and resumed.steps == 8 and resumed.final_dir is not None
 
 
+def test_reported_train_loss_does_not_grow_with_grad_accum(tiny_bert_dir, tmp_path):
+    # BertForMaskedLM takes **kwargs but ignores num_items_in_batch, so HF's Trainer took its per-batch mean as
+    # already scaled for accumulation: loss (and gradients) came out grad_accum times too large.
+    corpus = write_corpus(tmp_path / "c.txt", n=120)
+    frozen = dict(learning_rate=1e-9, max_steps=2, warmup_steps=0)  # the model barely moves: same loss level
+    one = train(recipe_for(tiny_bert_dir, corpus, tmp_path / "a", batch_size=16, grad_accum=1, **frozen), quiet=True)
+    four = train(recipe_for(tiny_bert_dir, corpus, tmp_path / "b", batch_size=4, grad_accum=4, **frozen), quiet=True)
+    mean_one, mean_four = (sum(train_losses(r.run_dir)) / 2 for r in (one, four))
+    assert mean_four == pytest.approx(mean_one, rel=0.25), (train_losses(one.run_dir), train_losses(four.run_dir))
+    assert mean_four == pytest.approx(four.stats["before"]["loss"], rel=0.25)
+
+
 def test_a_decoder_is_refused_before_loading(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="needs an encoder.*is a decoder.*objective: pretrain"):
         train(recipe_for(tiny_model_dir, write_corpus(tmp_path / "c.txt"), tmp_path), quiet=True)
