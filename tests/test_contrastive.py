@@ -90,6 +90,24 @@ def test_rows_sharing_a_positive_are_not_each_others_negatives():
     assert masked.item() < 0.01 < unmasked.item()  # a duplicate counted as a negative costs ~ln 2 per row
 
 
+def test_retrieval_ties_do_not_count_as_hits():
+    # An encoder that maps every text to the same vector retrieves nothing: with ties counted in the anchor's
+    # favour it scored accuracy@1 = MRR = 1.0, so a collapsed model looked perfect.
+    import torch
+
+    from tuneforge.data.records import Pair
+    from tuneforge.train.contrastive import retrieval_score
+
+    class Collapsed:
+        def embed(self, model, texts):
+            return torch.ones(len(texts), 4) / 2.0
+
+    pairs = [Pair(f"query {i}", f"passage {i}") for i in range(4)]
+    score = retrieval_score(None, Collapsed(), pairs)
+    assert score["candidates"] == 4 and score["accuracy_at_1"] == 0.0 and score["recall_at_5"] == 1.0
+    assert score["mrr"] == pytest.approx(0.25)  # last among 4 tied candidates
+
+
 def test_pairs_reader_accepts_anchor_or_query_and_rejects_pairs_that_teach_nothing(tmp_path):
     from tuneforge.data import read_source
     from tuneforge.data.records import Pair

@@ -251,7 +251,8 @@ def retrieval_score(model, embedder: Embedder, pairs: list[Pair]) -> dict[str, f
     gold_score = scores[torch.arange(len(pairs)), gold]
     others = scores.clone()
     others[torch.arange(len(pairs)), gold] = float("-inf")
-    rank = 1 + (others > gold_score[:, None]).sum(1)  # ties count in the anchor's favour
+    # Ties count against the anchor: a collapsed encoder (all texts one vector) must not score 1.0.
+    rank = 1 + (others >= gold_score[:, None]).sum(1)
     if any(p.negative for p in pairs):
         with_neg = [i for i, p in enumerate(pairs) if p.negative]
         negative_cos = scores[with_neg, [index[pairs[i].negative] for i in with_neg]].mean().item()
