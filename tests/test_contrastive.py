@@ -90,6 +90,35 @@ def test_rows_sharing_a_positive_are_not_each_others_negatives():
     assert masked.item() < 0.01 < unmasked.item()  # a duplicate counted as a negative costs ~ln 2 per row
 
 
+def test_rows_sharing_an_anchor_are_not_each_others_negatives():
+    # One query with two relevant passages (two rows): each row's positive is right for the other row too.
+    import torch
+    import torch.nn.functional as F
+
+    from tuneforge.data.records import Pair
+    from tuneforge.train.contrastive import encode_pairs, retrieval_score
+    from tiny import build_tiny_bert_tokenizer
+
+    anchors = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    positives = F.normalize(torch.tensor([[1.0, 0.05], [1.0, -0.05], [0.0, 1.0]]), dim=-1)
+    pos_ids = torch.tensor([0, 1, 2])
+    rows = encode_pairs(build_tiny_bert_tokenizer(), [Pair("the cat", "meow"), Pair("the cat", "purr"),
+                                                      Pair("the dog", "woof")], 8, False)
+    assert rows["anchor_id"] == [0, 0, 1]
+    masked = mnrl_loss(anchors, positives, None, pos_ids, 20.0, True, torch.tensor(rows["anchor_id"]))
+    assert masked.item() < 0.01 < mnrl_loss(anchors, positives, None, pos_ids, 20.0, True).item()
+
+    class Lookup:  # the embeddings above, by text
+        table = {"the cat": anchors[0], "the dog": anchors[2], "meow": positives[0], "purr": positives[1],
+                 "woof": positives[2]}
+
+        def embed(self, model, texts):
+            return torch.stack([self.table[t] for t in texts])
+
+    pairs = [Pair("the cat", "meow"), Pair("the cat", "purr"), Pair("the dog", "woof")]
+    assert retrieval_score(None, Lookup(), pairs)["accuracy_at_1"] == 1.0  # "purr" is no miss for "the cat"
+
+
 def test_retrieval_ties_do_not_count_as_hits():
     # An encoder that maps every text to the same vector retrieves nothing: with ties counted in the anchor's
     # favour it scored accuracy@1 = MRR = 1.0, so a collapsed model looked perfect.

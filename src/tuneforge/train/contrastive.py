@@ -9,8 +9,8 @@ early stopping, the run's Monitor and peft LoRA then take the same code path as 
 extra whose API moved between 3.x and 6.x). The loss is MNRL's, written out; `<run>/final` is still saved in
 the sentence-transformers layout (modules.json, pooling, normalize), so `SentenceTransformer(final)` loads it.
 
-Data: `format: pairs` rows (`anchor`|`query`, `positive`, optional `negative`). Rows that share a positive
-never act as each other's negatives (a duplicate would be a false negative).
+Data: `format: pairs` rows (`anchor`|`query`, `positive`, optional `negative`). Rows that share a positive or
+an anchor never act as each other's negatives (a duplicate would be a false negative).
 
 Measured on the test split (validation when there is none), before and after training: retrieval of each
 anchor's positive among all distinct test positives and negatives (accuracy@1, MRR, recall@5), and the mean
@@ -164,15 +164,19 @@ class Embedder:
         return torch.cat(out) if out else torch.zeros(0)
 
 
-def mnrl_loss(anchors, positives, negatives, pos_ids, scale: float, symmetric: bool):
+def mnrl_loss(anchors, positives, negatives, pos_ids, scale: float, symmetric: bool, anchor_ids=None):
     """MultipleNegativesRankingLoss on normalised embeddings: row i's target is column i (its positive);
-    columns are the batch's positives then its hard negatives. Other rows with the same positive are masked."""
+    columns are the batch's positives then its hard negatives. Other rows with the same positive or the same
+    anchor (one query, several relevant passages) are masked."""
     import torch
     import torch.nn.functional as F
 
     candidates = positives if negatives is None else torch.cat([positives, negatives])
     scores = anchors @ candidates.T * scale
-    same = (pos_ids[:, None] == pos_ids[None, :]) & ~torch.eye(len(pos_ids), dtype=torch.bool, device=scores.device)
+    same = pos_ids[:, None] == pos_ids[None, :]
+    if anchor_ids is not None:
+        same = same | (anchor_ids[:, None] == anchor_ids[None, :])
+    same = same & ~torch.eye(len(pos_ids), dtype=torch.bool, device=scores.device)
     scores[:, :len(pos_ids)] = scores[:, :len(pos_ids)].masked_fill(same, float("-inf"))
     target = torch.arange(len(pos_ids), device=scores.device)
     loss = F.cross_entropy(scores, target)
@@ -190,7 +194,7 @@ def pair_trainer(model, args, embedder: Embedder, opts: ContrastiveOptions, *, t
             sides = {side: embedder.pool(model, inputs[f"{side}_input_ids"], inputs[f"{side}_attention_mask"])
                      for side in SIDES if f"{side}_input_ids" in inputs}
             loss = mnrl_loss(sides["anchor"], sides["positive"], sides.get("negative"), inputs["pos_id"],
-                             opts.scale, opts.symmetric)
+                             opts.scale, opts.symmetric, inputs.get("anchor_id"))
             return (loss, {}) if return_outputs else loss
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -207,12 +211,14 @@ def pair_trainer(model, args, embedder: Embedder, opts: ContrastiveOptions, *, t
 
 
 def encode_pairs(tokenizer, pairs: list[Pair], max_len: int, hard: bool):
-    """One row per pair: each side tokenized on its own; `pos_id` numbers distinct positive texts."""
+    """One row per pair: each side tokenized on its own; `pos_id` / `anchor_id` number distinct texts."""
     from datasets import Dataset
 
     sides = SIDES if hard else SIDES[:2]
     ids: dict[str, int] = {}
-    rows: dict[str, list] = {"pos_id": [ids.setdefault(p.positive.strip(), len(ids)) for p in pairs]}
+    anchor_ids: dict[str, int] = {}
+    rows: dict[str, list] = {"pos_id": [ids.setdefault(p.positive.strip(), len(ids)) for p in pairs],
+                             "anchor_id": [anchor_ids.setdefault(p.anchor.strip(), len(anchor_ids)) for p in pairs]}
     for side in sides:
         enc = tokenizer([getattr(p, side) for p in pairs], truncation=True, max_length=max_len)
         rows[f"{side}_input_ids"], rows[f"{side}_attention_mask"] = enc["input_ids"], enc["attention_mask"]
@@ -228,7 +234,8 @@ class PairCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        batch: dict[str, Any] = {"pos_id": torch.tensor([f["pos_id"] for f in features])}
+        batch: dict[str, Any] = {key: torch.tensor([f[key] for f in features])
+                                 for key in ("pos_id", "anchor_id") if key in features[0]}
         for side in SIDES:
             if f"{side}_input_ids" not in features[0]:
                 continue
@@ -240,7 +247,8 @@ class PairCollator:
 
 
 def retrieval_score(model, embedder: Embedder, pairs: list[Pair]) -> dict[str, float]:
-    """Each anchor ranks every distinct positive and negative of the split; its own positive is the answer."""
+    """Each anchor ranks every distinct positive and negative of the split; its own positive is the answer
+    (the positives of other rows with the same anchor text are left out of its ranking, not counted wrong)."""
     import torch
 
     texts = list(dict.fromkeys([p.positive for p in pairs] + [p.negative for p in pairs if p.negative]))
@@ -251,6 +259,11 @@ def retrieval_score(model, embedder: Embedder, pairs: list[Pair]) -> dict[str, f
     gold_score = scores[torch.arange(len(pairs)), gold]
     others = scores.clone()
     others[torch.arange(len(pairs)), gold] = float("-inf")
+    anchor_ids = {a: i for i, a in enumerate(dict.fromkeys(p.anchor for p in pairs))}
+    aid = torch.tensor([anchor_ids[p.anchor] for p in pairs])
+    same_anchor = aid[:, None] == aid[None, :]
+    rows, cols = same_anchor.nonzero(as_tuple=True)
+    others[rows, gold[cols]] = float("-inf")
     # Ties count against the anchor: a collapsed encoder (all texts one vector) must not score 1.0.
     rank = 1 + (others >= gold_score[:, None]).sum(1)
     if any(p.negative for p in pairs):
@@ -258,8 +271,8 @@ def retrieval_score(model, embedder: Embedder, pairs: list[Pair]) -> dict[str, f
         negative_cos = scores[with_neg, [index[pairs[i].negative] for i in with_neg]].mean().item()
     else:  # the other anchors' positives
         positives = scores[:, gold]
-        off = ~torch.eye(len(pairs), dtype=torch.bool)
-        negative_cos = positives[off].mean().item() if len(pairs) > 1 else 0.0
+        off = ~same_anchor & (gold[:, None] != gold[None, :])
+        negative_cos = positives[off].mean().item() if bool(off.any()) else 0.0
     return {"accuracy_at_1": (rank == 1).float().mean().item(), "mrr": (1.0 / rank.float()).mean().item(),
             "recall_at_5": (rank <= 5).float().mean().item(), "positive_cosine": gold_score.mean().item(),
             "negative_cosine": negative_cos, "queries": len(pairs), "candidates": len(texts)}
