@@ -78,6 +78,19 @@ def test_lora_head_on_the_tiny_llama_beats_the_majority_baseline(tiny_model_dir,
     assert any("val_accuracy" in r for r in rows)  # validation accuracy watched during training
 
 
+def test_reported_train_loss_does_not_grow_with_grad_accum(tiny_model_dir, tmp_path):
+    # The sequence-classification heads take **kwargs but return a per-batch mean whatever num_items_in_batch
+    # says, so HF's Trainer took it as already scaled for accumulation: loss and gradients were grad_accum x.
+    data = write_labelled(tmp_path / "d.jsonl")
+    losses = {}
+    for accum, batch in ((1, 16), (4, 4)):
+        result = train(recipe_for(tiny_model_dir, data, tmp_path / str(accum), learning_rate=1e-9, max_steps=2,
+                                  warmup_steps=0, batch_size=batch, grad_accum=accum), quiet=True)
+        rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+        losses[accum] = [r["train_loss"] for r in rows if "train_loss" in r]
+    assert sum(losses[4]) == pytest.approx(sum(losses[1]), rel=0.25), losses  # ~ln 3 each, not 4 ln 3
+
+
 @pytest.mark.real
 def test_full_weights_on_the_embedded_minilm_encoder(tmp_path):
     recipe = recipe_for("minilm-l6", write_labelled(tmp_path / "d.jsonl"), tmp_path, method="full",
