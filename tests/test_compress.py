@@ -138,3 +138,17 @@ def test_cli_prints_the_variants(tmp_path, tiny_model_dir, test_file, capsys):
     ppl = report["variants"]["pruned"]["metrics"]["perplexity"]
     assert f"{ppl:.4g}" in out  # the table shows the report's numbers
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "o").config.num_hidden_layers == 2
+
+
+def test_rejected_held_out_rows_are_kept_with_their_reason(tmp_path, tiny_model_dir, test_file, capsys):
+    data = tmp_path / "held_out.jsonl"
+    data.write_text(test_file.read_text() + '{"messages": [\n', encoding="utf-8")  # a malformed last line
+    code = main(["compress", str(tiny_model_dir), "--out", str(tmp_path / "o"), "--prune", "0.2",
+                 "--data", str(data), "--limit", "2", "--speed-tokens", "0", "--threads", "1"])
+    err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err.out + err.err
+    assert "1 row(s) rejected" in err.out + err.err and "held_out.jsonl:17" in err.out + err.err
+    rows = [json.loads(line) for line in (tmp_path / "o" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["code"]) for r in rows] == [(17, "invalid_json")]
+    report = json.loads((tmp_path / "o" / "compress_report.json").read_text())
+    assert report["data"]["rejected"] == 1 and report["data"]["rejected_file"].endswith("rejected.jsonl")

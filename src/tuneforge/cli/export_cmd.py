@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from tuneforge.ui.console import console
+from tuneforge.ui.console import console, print_warning
 
 
 def register(app: typer.Typer) -> None:
@@ -71,6 +71,10 @@ def compress_cmd(
         result = compress_model(target, out, prune=prune, prune_kind=prune_kind, quantize=quant, data=data,
                                 limit=limit, metrics=wanted, runs_dir=runs_dir, speed_tokens=speed_tokens,
                                 progress=lambda step: status.update(f"compressing: {step}"))
+    data = result.report["data"]
+    if data.get("rejected"):
+        print_warning(f"{data['path']}: {data['rejected']} row(s) rejected and not scored, e.g. "
+                      f"{data['first_rejected']}; all with their reason in {data['rejected_file']}")
     _print_variants(result.report)
     console.print(f"report: {result.report_path}")
 

@@ -66,11 +66,14 @@ def compress_model(target: str | os.PathLike, out_dir: str | os.PathLike, *, pru
     quantize = [quantize] if isinstance(quantize, str) else list(quantize)
     check_compress_args(prune, prune_kind, quantize)
     say = progress or (lambda _msg: None)
-    records, data_desc = held_out_records(target, data, limit, runs_dir)
+    records, data_desc, rejected = held_out_records(target, data, limit, runs_dir)
     source = load_export_source(target, runs_dir)
     source.model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if rejected:  # rows of --data that could not be scored: kept with their reason, not dropped silently
+        data_desc["rejected_file"] = str(_write_rejected(rejected, out / "rejected.jsonl"))
+        data_desc["first_rejected"] = str(rejected[0])
     settings = MeasureSettings(records, list(metrics), cutoff_len, batch_size, max_new_tokens, speed_tokens,
                                speed_prompts)
     say("measuring the original")
@@ -241,19 +244,32 @@ def changes(variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def held_out_records(target: str | os.PathLike, data: str | os.PathLike | None, limit: int | None,
-                     runs_dir: str | os.PathLike) -> tuple[list[Any], dict[str, Any]]:
-    """The records to score on: `data`, or else the run's own test split (re-drawn with its recipe's seed)."""
+                     runs_dir: str | os.PathLike) -> tuple[list[Any], dict[str, Any], list[Any]]:
+    """The records to score on: `data`, or else the run's own test split (re-drawn with its recipe's seed),
+    the data's description and the rows of `data` that were rejected (RowIssues)."""
     from tuneforge.data import read_source
 
+    rejected: list[Any] = []
     if data is not None:
         result = read_source(str(data))
-        records, desc = result.records, {"path": str(data), "rejected": len(result.rejected)}
+        records, rejected = result.records, result.rejected
+        desc = {"path": str(data), "rejected": len(rejected)}
     else:
         records, desc = _run_test_split(target, runs_dir)
     records = records[:limit] if limit else records
     if not records:
-        raise DataError(f"{desc.get('path', target)}: no usable examples to score the model on")
-    return records, {**desc, "examples": len(records)}
+        first = f" ({len(rejected)} rows rejected, e.g. {rejected[0]})" if rejected else ""
+        raise DataError(f"{desc.get('path', target)}: no usable examples to score the model on{first}")
+    return records, {**desc, "examples": len(records)}, rejected
+
+
+def _write_rejected(issues: list[Any], path: Path) -> Path:
+    from dataclasses import asdict
+
+    with path.open("w", encoding="utf-8") as fh:
+        for issue in issues:
+            fh.write(json.dumps(asdict(issue), ensure_ascii=False) + "\n")
+    return path
 
 
 def _run_test_split(target: str | os.PathLike, runs_dir: str | os.PathLike) -> tuple[list[Any], dict[str, Any]]:
