@@ -165,6 +165,16 @@ def test_bom_and_crlf(tmp_path):
     assert all("\r" not in r.turns[1].content for r in a.records + b.records + c.records)
 
 
+def test_a_utf16_bom_on_bytes_that_are_not_utf16_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"\xff\xfe" + b'{"instruction": "q", "output": "ab"}\n')  # odd length: not UTF-16
+    with pytest.raises(DataError, match=r"odd\.jsonl: starts with a UTF-16 byte-order mark but is not valid UTF-16"):
+        read_source(path)
+    assert main(["data", "inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "expected UTF-8 or UTF-16 text" in err and "Traceback" not in err
+
+
 def test_directory_and_missing_path(tmp_path):
     with pytest.raises(DataError, match="is a directory"):
         read_source(tmp_path)

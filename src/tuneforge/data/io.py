@@ -76,7 +76,11 @@ def read_rows(path: Path, kind: str) -> Iterator[Item]:
     if kind == "parquet":
         yield from _parquet_rows(path)
         return
-    text = decode(path.read_bytes())
+    try:
+        text = decode(path.read_bytes())
+    except UnicodeDecodeError as exc:  # a UTF-16 BOM on bytes that are not UTF-16: nothing to read per row
+        raise DataError(f"{path}: starts with a UTF-16 byte-order mark but is not valid UTF-16 ({exc.reason} at "
+                        f"byte {exc.start}); expected UTF-8 or UTF-16 text") from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty; expected at least one example")
     source = str(path)
