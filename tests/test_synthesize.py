@@ -238,6 +238,20 @@ def test_resume_keeps_going_to_n(tmp_path):
     assert result.report["candidates"] == 5 + len(result.rejected)
 
 
+def test_out_that_is_a_file_is_refused_without_touching_it(tmp_path, capsys):
+    out = tmp_path / "synthetic.jsonl"
+    out.write_text("keep me\n")
+    with pytest.raises(ConfigError, match="is a file; expected a folder"):
+        synthesize(SEEDS, prompt_hash_generator, n=1, config=config(), out=out, seed=1)
+    seeds = tmp_path / "seeds.json"
+    seeds.write_text(json.dumps(SEEDS))
+    rc = main(["data", "synthesize", "--seeds", str(seeds), "--out", str(out), "--base-url", "http://127.0.0.1:9/v1",
+               "--model", "m"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--out {out}" in err and "Traceback" not in err
+    assert out.read_text() == "keep me\n"
+
+
 # -- seeds -----------------------------------------------------------------------------------------------
 
 def test_self_instruct_and_reader_formats_load_as_seeds(tmp_path, shared_data):

@@ -25,6 +25,9 @@ class Store:
         self.previous: dict[str, Any] = {}  # the earlier report when resuming
         if self.out_dir is None:
             return
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ConfigError(f"--out {self.out_dir} (synthesize.out) is a file; expected a folder for "
+                              f"{ACCEPTED}, {REJECTED} and {REPORT}")
         accepted = self.out_dir / ACCEPTED
         exists = (accepted.is_file() and accepted.stat().st_size > 0) or (self.out_dir / REPORT).is_file()
         if exists and if_exists == "error":
