@@ -12,7 +12,7 @@ import pytest
 
 from tiny import BERT_WORDS
 from tuneforge.config.recipe import parse_recipe
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.train import train
 from tuneforge.train.contrastive import mnrl_loss
 
@@ -205,3 +205,19 @@ def test_the_examples_read_their_data(name, kind, rows, shared_data):
     result = read_source(recipe.data.sources[0])
     assert len(result.records) == rows and not result.rejected
     assert {type(r).__name__ for r in result.records} == {kind}
+
+
+def test_too_few_pairs_after_rejections_says_why_and_keeps_the_rejected_rows(tiny_bert_dir, tmp_path):
+    good = [{"anchor": f"the {a} in the river", "positive": f"{s} near the mill"}
+            for a, s in zip(W["animal"][:6], W["sound"][:6])]
+    bad = ['{"anchor": "the cat"}', '{"anchor": 5, "positive": ["meow"]}', '{"anchor": "the dog", "positive": "bark",']
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in good) + "\n".join(bad) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        train(recipe_for(tiny_bert_dir, path, tmp_path, max_steps=1), quiet=True)
+    message = str(info.value)
+    assert "usable training example(s)" in message and "3 row(s) were rejected" in message
+    assert f"{path}:7: positive: expected" in message  # the first reason: file, line, field, expected
+    (run_dir,) = tmp_path.glob("emb-*")
+    rejected = [json.loads(x) for x in (run_dir / "rejected.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejected] == [7, 8, 9] and rejected[0]["field"] == "positive"

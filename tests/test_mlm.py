@@ -11,7 +11,7 @@ import pytest
 
 from tiny import BERT_WORDS
 from tuneforge.config.recipe import parse_recipe
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -110,3 +110,15 @@ def test_records_that_are_not_raw_text_are_rejected_with_the_reason(tiny_bert_di
     rejected = [json.loads(x) for x in (result.run_dir / "rejected.jsonl").read_text().splitlines()]
     assert [(r["line"], r["code"]) for r in rejected] == [(1, "wrong_type")]
     assert "expected raw text for objective=mlm, got a Pair" in rejected[0]["message"]
+
+
+def test_data_of_the_wrong_kind_fails_with_the_reason_and_keeps_the_rows(tiny_bert_dir, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"anchor": f"the {a}", "positive": "meow"}) + "\n" for a in BERT_WORDS["animal"]),
+                     encoding="utf-8")
+    recipe = recipe_for(tiny_bert_dir, pairs, tmp_path, fmt="pairs", max_steps=1)
+    with pytest.raises(DataError, match=r"8 row\(s\) were rejected, e.g. .*pairs.jsonl:1: text: expected raw text "
+                                        r"for objective=mlm, got a Pair"):
+        train(recipe, quiet=True)
+    (run_dir,) = tmp_path.glob(f"{recipe.name}-*")
+    assert len((run_dir / "rejected.jsonl").read_text().splitlines()) == 8

@@ -57,10 +57,9 @@ def train_contrastive(recipe: Recipe, run: RunContext) -> dict[str, Any]:
 
     from tuneforge.models import hf_folder, load_model
     from tuneforge.train.preference import common
-    from tuneforge.train.preflight import check_usable
 
     opts, splits, rejected = encoders.begin(recipe, ContrastiveOptions, _as_pair, DECODER_HINT)
-    check_usable(len(splits.train), len(splits.val), recipe)
+    encoders.check_usable(len(splits.train), len(splits.val), recipe, rejected, run)
     recipe, chosen = common.resolve_hparams(recipe, len(splits.train))
     spec = common.full_model_spec(recipe)
     set_seed(recipe.seed)  # LoRA's initialisation, so a resumed run continues the same model

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from tuneforge.config.recipe import Recipe
 from tuneforge.data.issues import RowIssue
 from tuneforge.data.records import Record
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, DataError
 from tuneforge.train.runfolder import RunContext
 
 ENCODER_METHODS = ("lora", "full", "freeze")
@@ -62,6 +62,23 @@ def begin(recipe: Recipe, options: type[O], convert: Callable[[Record], Record],
     require_encoder(recipe, decoder_hint)
     splits, rejected = read_splits(recipe, convert)
     return opts, splits, rejected
+
+
+def check_usable(n_train: int, n_val: int, recipe: Recipe, rejected: list[RowIssue], run: RunContext) -> None:
+    """preflight's check; when it fails after rows were rejected, they go to <run>/rejected.jsonl (the run
+    does not get to file them) and the error says how many and why, with the first one."""
+    from tuneforge.train.preference import _write_rejected
+    from tuneforge.train.preflight import check_usable as check
+
+    try:
+        check(n_train, n_val, recipe)
+    except DataError as exc:
+        if not rejected:
+            raise
+        path = run.run_dir / "rejected.jsonl"
+        _write_rejected(rejected, path)
+        raise DataError(f"{exc}. {len(rejected)} row(s) were rejected, e.g. {rejected[0]}; all of them with "
+                        f"their reason in {path}") from None
 
 
 def read_splits(recipe: Recipe, convert: Callable[[Record], Record]):

@@ -54,14 +54,13 @@ def train_mlm(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
 
     from tuneforge.train.preference import common
-    from tuneforge.train.preflight import check_usable
 
     opts, splits, rejected = encoders.begin(recipe, MLMOptions, _as_text, DECODER_HINT)
     set_seed(recipe.seed)  # the fresh head's initialisation, so a resumed run continues the same model
     model, tokenizer, fresh = load_masked_lm(recipe)
     block = block_size(recipe, tokenizer, model)
     blocks = {name: pack(tokenizer, splits[name], block, opts.whole_word_mask) for name in ("train", "val", "test")}
-    check_usable(len(blocks["train"]["input_ids"]), len(blocks["val"]["input_ids"]), recipe)
+    encoders.check_usable(len(blocks["train"]["input_ids"]), len(blocks["val"]["input_ids"]), recipe, rejected, run)
     recipe, chosen = common.resolve_hparams(recipe, len(blocks["train"]["input_ids"]))
     warnings = []
     if fresh:
