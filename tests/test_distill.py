@@ -15,7 +15,7 @@ from tiny import build_tiny_llama, build_tiny_tokenizer
 from trained_tiny import train_tiny_run
 from tuneforge.cli import main
 from tuneforge.config.recipe import dump_recipe
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, ModelError
 from tuneforge.export.prune import drop_layers, select_layers
 from tuneforge.train import train
 from tuneforge.train.distill import DistillLoss
@@ -118,6 +118,13 @@ def test_a_teacher_with_another_tokenizer_is_refused_before_the_run_starts(tmp_p
     with pytest.raises(ConfigError, match="different tokenizer.*same tokenizer"):
         train(recipe, quiet=True)
     assert not list((tmp_path / "runs").glob("t-*"))  # no run folder (only the token cache)
+
+
+def test_a_teacher_that_does_not_exist_names_the_option(tmp_path, tiny_model_dir):
+    recipe = make_recipe(tmp_path, tiny_model_dir, *DISTILL, f"method.options.teacher={tmp_path / 'nope'}", n=32)
+    with pytest.raises(ModelError, match=r"^method.options.teacher: model `.*nope` not found"):
+        train(recipe, quiet=True)
+    assert not list((tmp_path / "runs").glob("t-*"))
 
 
 @pytest.mark.parametrize("override, message", [

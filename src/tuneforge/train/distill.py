@@ -157,7 +157,10 @@ def run_distill(recipe: Recipe, console: Console, stop_hook=None) -> RunResult:
     job, data_files = prepare(recipe, console)
     if options.teacher is not None:
         with console.status(f"loading the teacher {options.teacher}"):
-            source = load_export_source(options.teacher, recipe.output_dir)
+            try:
+                source = load_export_source(options.teacher, recipe.output_dir)
+            except ModelError as exc:  # say which recipe field named the model that is missing
+                raise ModelError(f"method.options.teacher: {exc}") from None
         check_same_tokenizer(job.tokenizer, source.tokenizer, options.teacher)
         teacher, teacher_name = source.model, source.description
     else:
