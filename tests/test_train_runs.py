@@ -99,3 +99,18 @@ def test_init_from_run_continues_the_adapter(two_runs, tmp_path, tiny_model_dir)
     merged = train(make_recipe(tmp_path, tiny_model_dir, f"model.init_from_run={lora.run_dir}", "method.type=full",
                                "hparams.max_steps=1", "name=merged"), quiet=True)
     assert (merged.final_dir / "config.json").is_file()
+
+
+def test_a_run_folder_with_a_broken_recipe_or_summary_is_listed_and_stop_says_why(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "broken-20260101-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text("model: [\n")  # cut off mid-edit
+    (run_dir / "summary.json").write_text('{"steps": 3')
+    (run_dir / "status").write_text("finished")
+    [info] = list_runs(tmp_path / "runs")
+    assert (info.name, info.method, info.model, info.status) == ("broken-20260101-000000", "?", "?", "finished")
+    assert main(["runs", "--dir", str(tmp_path / "runs")]) == 0
+    assert main(["stop", "broken", "--dir", str(tmp_path / "runs")]) == 2
+    captured = capsys.readouterr()
+    assert "not running (status finished); nothing to stop" in captured.err
+    assert "Traceback" not in captured.out + captured.err

@@ -37,13 +37,13 @@ class RunInfo:
 
 
 def read_run(run_dir: str | Path) -> RunInfo:
+    """What a run folder says about itself; a recipe.yaml or summary.json that does not parse (edited by
+    hand, cut off) leaves its fields unknown ("?") instead of failing `runs`, `stop` or the dashboard."""
     import yaml
 
     run_dir = Path(run_dir)
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")) or {}
-    summary: dict[str, Any] = {}
-    if (run_dir / "summary.json").is_file():
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    recipe = _read_mapping(run_dir / "recipe.yaml", yaml.safe_load, (yaml.YAMLError,))
+    summary = _read_mapping(run_dir / "summary.json", json.loads, (json.JSONDecodeError,))
     best = summary.get("best_val_loss")
     steps = summary.get("steps", 0)
     if not summary:  # still running or killed: the metrics log has the story so far
@@ -60,10 +60,23 @@ def read_run(run_dir: str | Path) -> RunInfo:
         status=read_status(run_dir),
         best_val_loss=best,
         steps=steps,
-        method=(recipe.get("method") or {}).get("type", "?"),
-        model=str((recipe.get("model") or {}).get("name_or_path", "?")),
+        method=str(_field(recipe, "method", "type")),
+        model=str(_field(recipe, "model", "name_or_path")),
         final_dir=final if final.is_dir() else None,
     )
+
+
+def _read_mapping(path: Path, parse, errors: tuple[type[Exception], ...]) -> dict[str, Any]:
+    try:
+        value = parse(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, *errors):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _field(recipe: dict[str, Any], section: str, key: str) -> Any:
+    value = recipe.get(section)
+    return value.get(key, "?") if isinstance(value, dict) else "?"
 
 
 def list_runs(runs_dir: str | Path = "runs") -> list[RunInfo]:
