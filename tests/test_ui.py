@@ -260,3 +260,30 @@ def test_cli_ui_refuses_a_public_bind_without_token(capsys):
     assert main(["ui", "--host", "0.0.0.0", "--port", "7999"]) == 2
     err = capsys.readouterr().err
     assert "--api-key" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs-dir", "{file}"], "--runs-dir {file}: is a file; expected a folder"),
+    (["--examples-dir", "{file}"], "--examples-dir {file}: is a file; expected a folder"),
+    (["--port", "99999"], "Invalid value for '--port': Input should be less than or equal to 65535"),
+])
+def test_cli_ui_refuses_bad_folders_and_ports_in_one_line(tmp_path, capsys, args, message):
+    from tuneforge.cli import main
+
+    file = tmp_path / "runs.txt"
+    file.write_text("not a folder\n")
+    assert main(["ui", *[a.format(file=file) for a in args]]) == 2
+    err = capsys.readouterr().err
+    assert message.format(file=file) in " ".join(err.replace("│", " ").split()) and "Traceback" not in err
+
+
+def test_missing_folders_are_named_before_serving(tmp_path):
+    from tuneforge.ui.web import check_folders
+
+    settings = UISettings(runs_dir=Path("rnus"), examples_dir=Path("examples"), cwd=tmp_path)
+    notes = check_folders(settings)
+    assert notes == [f"--runs-dir {tmp_path / 'rnus'} does not exist yet: no runs to list there until a run creates it",
+                     f"--examples-dir {tmp_path / 'examples'} does not exist: New run offers no example recipes"]
+    (tmp_path / "rnus").mkdir()
+    (tmp_path / "examples").mkdir()
+    assert check_folders(settings) == []

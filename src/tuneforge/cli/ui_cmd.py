@@ -17,7 +17,7 @@ def ui_cmd(
     examples_dir: Path = typer.Option(Path("examples"), "--examples-dir", help="example recipes for New run"),
     allow_dir: List[Path] = typer.Option([], "--allow-dir", help="another folder runs may be written to and listed from (repeatable)"),
     host: str = typer.Option("127.0.0.1", "--host", help="bind address; anything but loopback needs --api-key"),
-    port: int = typer.Option(7860, "--port"),
+    port: int = typer.Option(7860, "--port", min=1, max=65535),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="TUNEFORGE_API_KEY",
                                           help="token for the dashboard: open it once as /?token=KEY"),
 ) -> None:

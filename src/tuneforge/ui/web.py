@@ -151,13 +151,37 @@ def _register_pages(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
+def check_folders(settings: UISettings) -> list[str]:
+    """Refuse a folder option that names a file; a note for each folder that does not exist (yet): a typo
+    in --runs-dir would otherwise show an empty dashboard without a word."""
+    from tuneforge.errors import ConfigError
+
+    options = [("--runs-dir", settings.runs_dir), *(("--allow-dir", d) for d in settings.allow_dirs),
+               ("--examples-dir", settings.examples_dir)]
+    notes = []
+    for option, path in options:
+        where = settings._abs(path)
+        if where.exists() and not where.is_dir():
+            raise ConfigError(f"{option} {path}: is a file; expected a folder")
+        if where.exists():
+            continue
+        if option == "--examples-dir":
+            notes.append(f"{option} {where} does not exist: New run offers no example recipes")
+        else:
+            notes.append(f"{option} {where} does not exist yet: no runs to list there until a run creates it")
+    return notes
+
+
 def serve_ui(settings: UISettings, port: int = 7860, log_level: str = "warning") -> None:
-    """Check the binding, build the app, print where it is, serve until Ctrl-C (runs keep going)."""
+    """Check the binding and folders, build the app, print where it is, serve until Ctrl-C (runs keep going)."""
     import uvicorn
 
-    from tuneforge.ui.console import console
+    from tuneforge.ui.console import console, print_warning
 
+    notes = check_folders(settings)
     app = create_ui_app(settings)
+    for note in notes:
+        print_warning(note)
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     url = f"http://{shown}:{port}/"
     console.print(f"tuneforge ui: {url}  (runs: {settings.roots[0]})", soft_wrap=True)
