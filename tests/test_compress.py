@@ -123,6 +123,15 @@ def test_bad_arguments_print_one_line(tmp_path, tiny_model_dir, capsys, args, me
     assert not (tmp_path / "o").exists()
 
 
+def test_an_out_that_is_a_file_is_refused_before_loading(tmp_path, tiny_model_dir, test_file, capsys):
+    out = tmp_path / "report.json"
+    out.write_text("{}")
+    assert main(["compress", str(tiny_model_dir), "--out", str(out), "--prune", "0.3", "--data", str(test_file)]) == 2
+    err = capsys.readouterr()
+    assert f"--out {out}: is a file; expected a folder" in err.err and "Traceback" not in err.out + err.err
+    assert out.read_text() == "{}"
+
+
 def test_a_model_without_data_is_refused(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="--data TEST.jsonl is needed"):
         compress_model(tiny_model_dir, tmp_path / "o", prune=0.3)

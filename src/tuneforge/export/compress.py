@@ -65,6 +65,8 @@ def compress_model(target: str | os.PathLike, out_dir: str | os.PathLike, *, pru
 
     quantize = [quantize] if isinstance(quantize, str) else list(quantize)
     check_compress_args(prune, prune_kind, quantize)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():  # before the model loads
+        raise ConfigError(f"--out {out_dir}: is a file; expected a folder for the report, pruned model and GGUFs")
     say = progress or (lambda _msg: None)
     records, data_desc, rejected = held_out_records(target, data, limit, runs_dir)
     source = load_export_source(target, runs_dir)
