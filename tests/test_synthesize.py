@@ -252,6 +252,20 @@ def test_out_that_is_a_file_is_refused_without_touching_it(tmp_path, capsys):
     assert out.read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize("url, message", [
+    ("127.0.0.1:8000/v1", "--base-url: Value error, expected an http:// or https:// URL"),
+    ("http://127.0.0.1:9/v1", "endpoint http://127.0.0.1:9/v1: cannot connect; expected an OpenAI-compatible server"),
+])
+def test_a_bad_or_unreachable_base_url_is_one_clear_line(tmp_path, capsys, url, message):
+    pytest.importorskip("openai")
+    seeds = tmp_path / "seeds.json"
+    seeds.write_text(json.dumps(SEEDS))
+    rc = main(["data", "synthesize", "--seeds", str(seeds), "--out", str(tmp_path / "out"), "--base-url", url,
+               "--model", "m", "--n", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+
+
 # -- seeds -----------------------------------------------------------------------------------------------
 
 def test_self_instruct_and_reader_formats_load_as_seeds(tmp_path, shared_data):

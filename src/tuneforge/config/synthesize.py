@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.base import Section
 
@@ -27,6 +27,15 @@ class SynthGeneratorConfig(Section):
         description="local: alias, HF folder, .gguf or a tuneforge run folder; with base_url: the endpoint's model name",
     )
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL of an OpenAI-compatible endpoint, e.g. "
+                             "http://127.0.0.1:8000/v1")
+        return value
+
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint's key")
     temperature: float = Field(0.8, ge=0, description="sampling temperature for new tasks (0: greedy)")
     top_p: float = Field(0.95, gt=0, le=1)

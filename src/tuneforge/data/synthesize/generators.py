@@ -168,6 +168,9 @@ class EndpointGenerator:
             with concurrent.futures.ThreadPoolExecutor(max(1, min(self.concurrency, count))) as pool:
                 return list(pool.map(one, range(count)))
         except openai.APIError as exc:  # unreachable, wrong model name, auth: the user's settings
+            if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+                raise ModelError(f"endpoint {self.base_url}: cannot connect; expected an OpenAI-compatible server "
+                                 "there (is it running, and is --base-url right, with its /v1?)") from None
             raise ModelError(f"endpoint {self.base_url}: {type(exc).__name__}: {exc}") from None
 
 
