@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -134,12 +135,28 @@ def test_ray_asha_stops_a_clearly_bad_trial(tmp_path, tiny_model_dir, local_ray)
     assert (run / "status").read_text().strip() == "stopped" and not (run / "final").exists()
 
 
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def test_a_trial_error_ends_the_search_with_its_own_message(tmp_path, tiny_model_dir, local_ray):
-    # Ray runs the trial in a worker and wraps what it raised; the user sees tuneforge's one-line error.
+    # Ray runs the trial in a worker and wraps what it raised; the user sees tuneforge's one-line error,
+    # and no traceback from Ray's logging of the failed trial on the way (Ray's handler writes to stderr).
     recipe = make_recipe(tmp_path, tmp_path / "no-such-model", "data.val_ratio=0.25", LR_SPACE, *RAY,
                          "search.trials=3", "search.max_concurrent=1", n=16)
-    with pytest.raises(ModelError, match=r"^model `.*no-such-model` not found"):
-        search(recipe, quiet=True)
+    logged = Records()
+    logging.getLogger("ray.tune").addHandler(logged)
+    try:
+        with pytest.raises(ModelError, match=r"^model `.*no-such-model` not found"):
+            search(recipe, quiet=True)
+    finally:
+        logging.getLogger("ray.tune").removeHandler(logged)
+    assert [r.getMessage() for r in logged.records if r.exc_info] == []
     rows = rows_of(next((tmp_path / "runs").glob("t-search-*")))
     assert [(r["trial"], r["state"]) for r in rows] == [(0, "failed")]  # the first error ended the search
 

@@ -145,6 +145,10 @@ def search_ray(recipe: Recipe, *, quiet: bool = False, trials: int | None = None
         study_name=recipe.name, storage=optuna.storages.RDBStorage(study_storage(root)),
         points_to_evaluate=None if done else (cfg.points_to_evaluate or None))  # once per study
     started = _connect(cfg.address, quiet)
+    # A failed trial's error is raised after fit() (_raise_first_error): a tuneforge error as its one line,
+    # anything else as Ray reports it, traceback included; Ray logging it as it happens printed a traceback
+    # for a typo in the recipe.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     try:
         _check_fits(cfg)
         trainable = tune.with_resources(tune.with_parameters(run_trial, recipe=_absolute(recipe), root=str(root)),
