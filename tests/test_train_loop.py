@@ -151,6 +151,34 @@ def test_too_few_examples_and_early_stopping_without_val_are_refused(tmp_path, t
     assert not list((tmp_path / "runs").glob("t-*"))  # refused before a run folder was made
 
 
+def test_too_few_examples_names_and_files_the_rejected_rows(tmp_path, tiny_model_dir):
+    data = write_chat_data(tmp_path / "train.jsonl", 6)
+    with data.open("a", encoding="utf-8") as fh:
+        fh.write('{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n')
+    with pytest.raises(DataError) as err:
+        train(make_recipe(tmp_path, tiny_model_dir, data=[{"path": str(data)}]), quiet=True)
+    message = str(err.value)
+    assert "only 6 usable" in message and "2 row(s) were rejected" in message and f"{data}:7:" in message
+    filed = [json.loads(line) for line in (tmp_path / "runs" / "t-rejected.jsonl").read_text().splitlines()]
+    assert [(row["line"], row["code"]) for row in filed] == [(7, "no_assistant_turn"), (8, "invalid_json")]
+
+
+def test_answers_beyond_cutoff_len_are_named_when_nothing_is_left(tmp_path, tiny_model_dir):
+    with pytest.raises(DataError, match=r"12 example\(s\) had no answer token within hparams.cutoff_len=8"):
+        train(make_recipe(tmp_path, tiny_model_dir, "hparams.cutoff_len=8"), quiet=True)
+
+
+def test_a_run_files_its_rejected_rows(tmp_path, tiny_model_dir):
+    data = write_chat_data(tmp_path / "train.jsonl", 12)
+    with data.open("a", encoding="utf-8") as fh:
+        fh.write("[1, 2]\n")
+    result = train(make_recipe(tmp_path, tiny_model_dir, "hparams.epochs=1", data=[{"path": str(data)}]),
+                   quiet=True)
+    filed = (result.run_dir / "rejected.jsonl").read_text().splitlines()
+    assert len(filed) == 1 and json.loads(filed[0])["line"] == 13
+    assert result.stats["rejected_rows"] == 1
+
+
 def test_text_records_need_pretrain_objective(tmp_path, tiny_model_dir):
     text = tmp_path / "raw.jsonl"
     text.write_text("".join(json.dumps({"text": f"The quick brown fox jumps {i} times."}) + "\n" for i in range(12)))

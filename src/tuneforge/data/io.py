@@ -35,6 +35,16 @@ class RawRow:
 Item = Union[RawRow, RowIssue]
 
 
+def write_jsonl(rows: Iterator[dict[str, Any]] | list[dict[str, Any]], path: str | Path) -> Path:
+    """One JSON object per line, UTF-8, non-ASCII kept as is; the folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
 def clip(text: str) -> str:
     text = _SURROGATE.sub("\ufffd", text)
     return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + f"... [{len(text) - RAW_LIMIT} more chars]"

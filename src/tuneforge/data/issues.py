@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,11 +54,11 @@ class ReadResult(Generic[R]):
 
     def write_rejected(self, path: str | Path) -> Path | None:
         """Write rejected rows with their reason as JSONL (nothing is lost silently)."""
-        if not self.rejected:
-            return None
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as fh:
-            for issue in self.rejected:
-                fh.write(json.dumps(asdict(issue), ensure_ascii=False) + "\n")
-        return path
+        return write_issues(self.rejected, path) if self.rejected else None
+
+
+def write_issues(issues: list[RowIssue], path: str | Path) -> Path:
+    """Rejected rows with their reason as JSONL, one RowIssue per line (every trainer's rejected.jsonl)."""
+    from tuneforge.data.io import write_jsonl  # io imports this module
+
+    return write_jsonl((asdict(issue) for issue in issues), path)

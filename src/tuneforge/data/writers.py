@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from tuneforge.data.io import write_jsonl
 from tuneforge.data.records import Conversation, Labelled, Pair, Preference, Record, Text, Turn
 
 _LOCATION = ("source", "line")  # where a record was read from; a written file is a new location
@@ -51,12 +52,7 @@ def record_row(record: Record) -> dict[str, Any]:
 
 
 def write_records(records: Iterable[Record], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record_row(record), ensure_ascii=False) + "\n")
-    return path
+    return write_jsonl((record_row(record) for record in records), path)
 
 
 def _messages(conv: Conversation) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tuneforge.data.issues import write_issues
 from tuneforge.errors import ConfigError, DataError, ModelError
 
 PRUNE_KINDS = ("unstructured", "structured", "layers")
@@ -74,7 +75,7 @@ def compress_model(target: str | os.PathLike, out_dir: str | os.PathLike, *, pru
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if rejected:  # rows of --data that could not be scored: kept with their reason, not dropped silently
-        data_desc["rejected_file"] = str(_write_rejected(rejected, out / "rejected.jsonl"))
+        data_desc["rejected_file"] = str(write_issues(rejected, out / "rejected.jsonl"))
         data_desc["first_rejected"] = str(rejected[0])
     settings = MeasureSettings(records, list(metrics), cutoff_len, batch_size, max_new_tokens, speed_tokens,
                                speed_prompts)
@@ -263,15 +264,6 @@ def held_out_records(target: str | os.PathLike, data: str | os.PathLike | None, 
         first = f" ({len(rejected)} rows rejected, e.g. {rejected[0]})" if rejected else ""
         raise DataError(f"{desc.get('path', target)}: no usable examples to score the model on{first}")
     return records, {**desc, "examples": len(records)}, rejected
-
-
-def _write_rejected(issues: list[Any], path: Path) -> Path:
-    from dataclasses import asdict
-
-    with path.open("w", encoding="utf-8") as fh:
-        for issue in issues:
-            fh.write(json.dumps(asdict(issue), ensure_ascii=False) + "\n")
-    return path
 
 
 def _run_test_split(target: str | os.PathLike, runs_dir: str | os.PathLike) -> tuple[list[Any], dict[str, Any]]:

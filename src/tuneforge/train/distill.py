@@ -150,7 +150,7 @@ def run_distill(recipe: Recipe, console: Console, stop_hook=None) -> RunResult:
     then the student's held-out scores after training next to the ones before and the teacher's."""
     from tuneforge.export.merge import load_export_source
     from tuneforge.export.prune import drop_layers, select_layers
-    from tuneforge.train.sft import prepare
+    from tuneforge.train.sft import file_rejected, prepare
 
     options = parse_options(recipe)
     resume_from = find_resume_point(recipe)
@@ -175,6 +175,7 @@ def run_distill(recipe: Recipe, console: Console, stop_hook=None) -> RunResult:
     job.loss_fn = loss
     job.stats["distill"] = {"teacher": teacher_name, "temperature": options.temperature, "alpha": options.alpha}
     run = start_run(job.recipe, console, resume_from, data_files)
+    file_rejected(run, job)
     return run.supervise(lambda: _train(run, job, loss, stop_hook))
 
 

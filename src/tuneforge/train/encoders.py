@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from tuneforge.config.recipe import Recipe
-from tuneforge.data.issues import RowIssue
+from tuneforge.data.issues import RowIssue, write_issues
 from tuneforge.data.records import Record
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.train.runfolder import RunContext
@@ -67,7 +67,6 @@ def begin(recipe: Recipe, options: type[O], convert: Callable[[Record], Record],
 def check_usable(n_train: int, n_val: int, recipe: Recipe, rejected: list[RowIssue], run: RunContext) -> None:
     """preflight's check; when it fails after rows were rejected, they go to <run>/rejected.jsonl (the run
     does not get to file them) and the error says how many and why, with the first one."""
-    from tuneforge.train.preference import _write_rejected
     from tuneforge.train.preflight import check_usable as check
 
     try:
@@ -76,7 +75,7 @@ def check_usable(n_train: int, n_val: int, recipe: Recipe, rejected: list[RowIss
         if not rejected:
             raise
         path = run.run_dir / "rejected.jsonl"
-        _write_rejected(rejected, path)
+        write_issues(rejected, path)
         raise DataError(f"{exc}. {len(rejected)} row(s) were rejected, e.g. {rejected[0]}; all of them with "
                         f"their reason in {path}") from None
 

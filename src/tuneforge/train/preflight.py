@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -17,7 +18,7 @@ from rich.table import Table
 
 from tuneforge.config.recipe import Recipe
 from tuneforge.config.sections import DataSource
-from tuneforge.data.issues import ReadResult
+from tuneforge.data.issues import ReadResult, RowIssue, write_issues
 from tuneforge.data.records import Conversation, Record, Text
 from tuneforge.errors import DataError
 from tuneforge.train import checkpoint as ckpt
@@ -79,12 +80,25 @@ def check_record_kinds(splits: Splits, objective: str) -> None:
             )
 
 
-def check_usable(n_train: int, n_val: int, recipe: Recipe) -> None:
+def check_usable(n_train: int, n_val: int, recipe: Recipe, rejected: list[RowIssue] | None = None,
+                 dropped_no_labels: int = 0) -> None:
+    """Refuse too little data, saying why rows went missing: the rows rejected when reading (written with
+    their reason to <output_dir>/<name>-rejected.jsonl, since no run folder exists yet) and the examples
+    whose answer lies beyond cutoff_len."""
     minimum = max(recipe.data.min_examples, 1)
     if n_train < minimum:
+        why = []
+        if dropped_no_labels:
+            why.append(f"{dropped_no_labels} example(s) had no answer token within hparams.cutoff_len="
+                       f"{recipe.hparams.cutoff_len} (raise it, or shorten the prompts)")
+        if rejected:
+            path = write_issues(rejected, Path(recipe.output_dir) / f"{recipe.name}-rejected.jsonl")
+            why.append(f"{len(rejected)} row(s) were rejected when reading, e.g. {rejected[0]}; all of them "
+                       f"with their reason in {path}")
         raise DataError(
             f"only {n_train} usable training example(s) after splitting and tokenizing; expected at least "
-            f"{minimum} (data.min_examples). Add data, or check rejected rows with `tuneforge data inspect`"
+            f"{minimum} (data.min_examples). "
+            + ("; ".join(why) if why else "Add data, or check rejected rows with `tuneforge data inspect`")
         )
     if recipe.hparams.early_stopping_patience and n_val == 0:
         raise DataError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,6 +58,7 @@ class Prepared:
     test_records: list[Any]  # for the before/after evaluation
     plan: TaskPlan  # which task each example belongs to, and the training mixture
     loss_fn: LossFn | None = None  # the training loss; None: causal_lm_loss (distillation brings its own)
+    rejected: list[Any] = field(default_factory=list)  # RowIssues of rows the readers refused
 
 
 # -- setup --------------------------------------------------------------------------------------------
@@ -78,12 +79,14 @@ def prepare(recipe: Recipe, console: Console) -> tuple[Prepared, list[str]]:
     splits = pf.split_records(results, recipe.data.sources, recipe.data.val_ratio,
                               recipe.data.test_ratio, recipe.seed)
     pf.check_record_kinds(splits, recipe.method.objective)
+    rejected = [issue for result in results for issue in result.rejected]
     if len(splits.train) < recipe.data.min_examples:  # refuse before the (slow) model load
-        pf.check_usable(len(splits.train), len(splits.val), recipe)
+        pf.check_usable(len(splits.train), len(splits.val), recipe, rejected)
     threads = configure_threads(recipe.hparams.threads)
     model, tokenizer = load_for_training(recipe.model, recipe.method)
     datasets, plan = tokenize_splits(splits, tokenizer, recipe)
-    pf.check_usable(len(datasets["train"].examples), len(datasets["val"].examples), recipe)
+    pf.check_usable(len(datasets["train"].examples), len(datasets["val"].examples), recipe, rejected,
+                    datasets["train"].stats.get("dropped_no_labels", 0))
     resolved, chosen = resolve_auto(recipe, len(datasets["train"].examples))
     if chosen:
         console.print("auto: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -92,7 +95,8 @@ def prepare(recipe: Recipe, console: Console) -> tuple[Prepared, list[str]]:
     stats["torch_threads"] = threads
     stats["test_records"] = len(splits.test)
     data_files = [r.source for r in results]
-    return Prepared(resolved, model, tokenizer, datasets, stats, splits.test, plan), data_files
+    stats["rejected_rows"] = len(rejected)
+    return Prepared(resolved, model, tokenizer, datasets, stats, splits.test, plan, rejected=rejected), data_files
 
 
 def tokenize_splits(splits: pf.Splits, tokenizer: Any, recipe: Recipe) -> tuple[dict[str, Any], TaskPlan]:
@@ -106,7 +110,16 @@ def run_sft(recipe: Recipe, console: Console, stop_hook: StopHook | None = None)
     resume_from = find_resume_point(recipe)  # before the slow part: `resume: true` with nothing fails fast
     job, data_files = prepare(recipe, console)
     run = start_run(job.recipe, console, resume_from, data_files)
+    file_rejected(run, job)
     return run.supervise(lambda: train_loop(run, job, stop_hook))
+
+
+def file_rejected(run: RunContext, job: Prepared) -> None:
+    """The rows the readers refused go into the run folder with their reason (nothing is lost silently)."""
+    from tuneforge.data.issues import write_issues
+
+    if job.rejected:
+        write_issues(job.rejected, run.run_dir / "rejected.jsonl")
 
 
 def _device(model: Any) -> torch.device:

@@ -41,6 +41,7 @@ def run_trainer(recipe: "Recipe", run: "RunContext", trainer) -> "RunResult":
     import datasets
 
     from tuneforge.config.recipe import dump_recipe
+    from tuneforge.data.issues import write_issues
     from tuneforge.train.runfolder import RunResult
 
     datasets.disable_progress_bars()  # HF/TRL's tokenizing passes; the run's Monitor draws the progress
@@ -49,7 +50,7 @@ def run_trainer(recipe: "Recipe", run: "RunContext", trainer) -> "RunResult":
     dump_recipe(resolved, run.run_dir / "recipe.yaml")  # `auto` values replaced by what was used
     rejected = stats.pop("rejected_rows", [])
     if rejected:
-        _write_rejected(rejected, run.run_dir / "rejected.jsonl")
+        write_issues(rejected, run.run_dir / "rejected.jsonl")
     for key, value in stats.pop("auto", {}).items():
         run.console.print(f"[dim]auto: {key} = {value}[/dim]")
     stopped = bool(stats.pop("stopped", False))
@@ -63,12 +64,3 @@ def run_trainer(recipe: "Recipe", run: "RunContext", trainer) -> "RunResult":
         stats=stats,
         recipe=resolved,
     )
-
-
-def _write_rejected(issues, path) -> None:
-    import json
-    from dataclasses import asdict
-
-    with open(path, "w", encoding="utf-8") as fh:
-        for issue in issues:
-            fh.write(json.dumps(asdict(issue), ensure_ascii=False) + "\n")
