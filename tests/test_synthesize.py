@@ -238,6 +238,18 @@ def test_resume_keeps_going_to_n(tmp_path):
     assert result.report["candidates"] == 5 + len(result.rejected)
 
 
+def test_resume_after_a_kill_before_the_report_does_not_replay_a_round(tmp_path):
+    synthesize(SEEDS, prompt_hash_generator, n=3, config=config(), out=tmp_path, seed=1)
+    first = rows(tmp_path / "synthetic.jsonl")
+    report = json.loads((tmp_path / "report.json").read_text())
+    (tmp_path / "report.json").write_text(json.dumps({**report, "rounds": 0}))  # the report lagged behind
+    cfg = config()
+    cfg.if_exists = "resume"
+    synthesize(SEEDS, prompt_hash_generator, n=5, config=cfg, out=tmp_path, seed=1)
+    new = rows(tmp_path / "synthetic.jsonl")[3:]
+    assert new and min(r["meta"]["round"] for r in new) > max(r["meta"]["round"] for r in first)
+
+
 def test_out_that_is_a_file_is_refused_without_touching_it(tmp_path, capsys):
     out = tmp_path / "synthetic.jsonl"
     out.write_text("keep me\n")

@@ -103,7 +103,7 @@ def synthesize(
     run = _Run(cfg, seed_list, gen, store, _pool(seed_list, store.accepted),
                F.language_detector(cfg.filter.languages, seed), seed)
     previous = store.previous
-    rounds = int(previous.get("rounds", 0))
+    rounds = max(int(previous.get("rounds", 0)), store.last_round)
     run.timing["generation_s"] += previous.get("time_s", {}).get("generation_s", 0.0)
     run.tokens = previous.get("generated_tokens", 0) if previous or not store.accepted else None
     budget = cfg.max_candidates or 10 * cfg.n

@@ -44,6 +44,13 @@ class Store:
                 (self.out_dir / name).unlink(missing_ok=True)
 
     @property
+    def last_round(self) -> int:
+        """The highest round in the rows on disk: a run killed after appending rows but before writing its
+        report has a report that lags behind, and reusing a round number would replay that round's seeds."""
+        rounds = [row.get("meta", {}).get("round") for row in self.accepted] + [r.get("round") for r in self.rejected]
+        return max((r for r in rounds if isinstance(r, int)), default=0)
+
+    @property
     def candidates(self) -> int:
         return len(self.accepted) + len(self.rejected)
 
