@@ -114,6 +114,8 @@ def test_host_check_and_csrf_header(workspace):
     rebound = client.get("/api/runs", headers={"host": "evil.example.com"})
     assert rebound.status_code == 403 and "localhost only" in rebound.json()["error"]
     assert client.get("/api/runs", headers={"host": "localhost:7860"}).status_code == 200
+    for host in ("[::1]:7860", "127.0.0.2:7860", "ip6-localhost"):  # loopback as serve/security.py defines it
+        assert client.get("/api/runs", headers={"host": host}).status_code == 200, host
 
     run = copy_run(result, tmp, "csrf-1")
     make_running(run)
@@ -121,6 +123,16 @@ def test_host_check_and_csrf_header(workspace):
     assert refused.status_code == 403 and CSRF_HEADER in refused.json()["error"]
     assert not (run / "stop-request").exists()
     assert client.post("/api/recipes/validate", json={"example": "tiny.yaml"}).status_code == 403
+
+
+def test_a_hand_edited_recipe_does_not_take_the_runs_table_down(workspace):
+    tmp, result = workspace
+    run = copy_run(result, tmp, "edited-1")
+    (run / "recipe.yaml").write_text("name: edited\nmethod: lora\nmodel: [not, a, mapping]\n", encoding="utf-8")
+    got = client_for(tmp).get("/api/runs")
+    assert got.status_code == 200
+    row = next(r for r in got.json()["runs"] if r["name"] == "edited-1")
+    assert (row["method"], row["model"], row["objective"]) == ("?", "?", "sft")
 
 
 def test_token_required_off_loopback(workspace):

@@ -30,9 +30,14 @@ def check_bind(host: str, api_key: str | None) -> None:
         raise ConfigError("--api-key must be at least 8 characters")
 
 
+def key_ok(token: str | None, api_key: str) -> bool:
+    """Constant-time comparison of a presented token with the key."""
+    return token is not None and hmac.compare_digest(token.encode(), api_key.encode())
+
+
 def bearer_ok(authorization: str | None, api_key: str) -> bool:
     """Constant-time check of an `Authorization: Bearer <key>` header."""
     if not authorization:
         return False
     scheme, _, token = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+    return scheme.lower() == "bearer" and key_ok(token.strip(), api_key)

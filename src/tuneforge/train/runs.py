@@ -39,11 +39,9 @@ class RunInfo:
 def read_run(run_dir: str | Path) -> RunInfo:
     """What a run folder says about itself; a recipe.yaml or summary.json that does not parse (edited by
     hand, cut off) leaves its fields unknown ("?") instead of failing `runs`, `stop` or the dashboard."""
-    import yaml
-
     run_dir = Path(run_dir)
-    recipe = _read_mapping(run_dir / "recipe.yaml", yaml.safe_load, (yaml.YAMLError,))
-    summary = _read_mapping(run_dir / "summary.json", json.loads, (json.JSONDecodeError,))
+    recipe = read_yaml_mapping(run_dir / "recipe.yaml")
+    summary = read_json_mapping(run_dir / "summary.json")
     best = summary.get("best_val_loss")
     steps = summary.get("steps", 0)
     if not summary:  # still running or killed: the metrics log has the story so far
@@ -60,10 +58,22 @@ def read_run(run_dir: str | Path) -> RunInfo:
         status=read_status(run_dir),
         best_val_loss=best,
         steps=steps,
-        method=str(_field(recipe, "method", "type")),
-        model=str(_field(recipe, "model", "name_or_path")),
+        method=str(recipe_field(recipe, "method", "type")),
+        model=str(recipe_field(recipe, "model", "name_or_path")),
         final_dir=final if final.is_dir() else None,
     )
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A run folder's YAML file as a dict; {} when it is missing, unreadable or not a mapping."""
+    import yaml
+
+    return _read_mapping(path, yaml.safe_load, (yaml.YAMLError,))
+
+
+def read_json_mapping(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file as a dict; {} when it is missing, unreadable or not a mapping."""
+    return _read_mapping(path, json.loads, (json.JSONDecodeError,))
 
 
 def _read_mapping(path: Path, parse, errors: tuple[type[Exception], ...]) -> dict[str, Any]:
@@ -74,9 +84,10 @@ def _read_mapping(path: Path, parse, errors: tuple[type[Exception], ...]) -> dic
     return value if isinstance(value, dict) else {}
 
 
-def _field(recipe: dict[str, Any], section: str, key: str) -> Any:
+def recipe_field(recipe: dict[str, Any], section: str, key: str, default: Any = "?") -> Any:
+    """recipe[section][key] of a parsed recipe.yaml, or `default` when either is missing or not a mapping."""
     value = recipe.get(section)
-    return value.get(key, "?") if isinstance(value, dict) else "?"
+    return value.get(key, default) if isinstance(value, dict) else default
 
 
 def list_runs(runs_dir: str | Path = "runs") -> list[RunInfo]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train.runfolder import STOP_REQUEST, read_status, stop_requested
-from tuneforge.train.runs import RunInfo, read_run
+from tuneforge.train.runs import RunInfo, read_json_mapping, read_run, read_yaml_mapping, recipe_field
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The only files a browser may fetch from a run folder (plus eval/<task>/report.html of multitask runs).
@@ -81,7 +81,7 @@ class RunsView:
         return row
 
     def _progress(self, run_dir: Path) -> tuple[int, float | None]:
-        summary = _read_json(run_dir / "summary.json")
+        summary = read_json_mapping(run_dir / "summary.json")
         if summary:
             return summary.get("steps") or 0, summary.get("best_val_loss")
         cursor, steps, best = self._tails.get(run_dir, (None, 0, None))
@@ -108,12 +108,12 @@ def _signature(run_dir: Path) -> tuple:
 
 
 def _row(run_dir: Path, steps: int, best_val_loss: float | None) -> dict[str, Any]:
-    recipe = _read_yaml(run_dir / "recipe.yaml")
-    method, model = recipe.get("method") or {}, recipe.get("model") or {}
+    recipe = read_yaml_mapping(run_dir / "recipe.yaml")
     status = read_status(run_dir)
     return {
-        "name": run_dir.name, "status": status, "objective": method.get("objective", "sft"),
-        "method": method.get("type", "?"), "model": str(model.get("name_or_path", "?")), "steps": steps,
+        "name": run_dir.name, "status": status, "objective": recipe_field(recipe, "method", "objective", "sft"),
+        "method": recipe_field(recipe, "method", "type"), "model": str(recipe_field(recipe, "model", "name_or_path")),
+        "steps": steps,
         "best_val_loss": _num(best_val_loss), "started": _started(run_dir),
         "duration_s": _duration(run_dir, status), "has_final": (run_dir / "final").is_dir(),
         "stop_requested": stop_requested(run_dir),
@@ -121,26 +121,8 @@ def _row(run_dir: Path, steps: int, best_val_loss: float | None) -> dict[str, An
     }
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _started_ts(run_dir: Path) -> float:
-    created = _read_json(run_dir / "manifest.json").get("created")
+    created = read_json_mapping(run_dir / "manifest.json").get("created")
     try:
         return _dt.datetime.fromisoformat(created).timestamp()
     except (TypeError, ValueError):
@@ -167,7 +149,7 @@ def _duration(run_dir: Path, status: str) -> float | None:
 def run_detail(run_dir: Path) -> dict[str, Any]:
     """Everything the run page shows except the metric rows (those come by offset, see read_metrics_from)."""
     info = read_run(run_dir)
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json_mapping(run_dir / "summary.json")
     stats = summary.get("stats") if isinstance(summary.get("stats"), dict) else {}
     files = [rel for rel in SERVABLE if (run_dir / rel).is_file()]
     files += sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("eval/*/report.html"))
@@ -309,7 +291,7 @@ def compare_runs(run_dirs: list[Path], max_points: int = 400) -> dict[str, Any]:
     runs, metrics = [], []
     for run_dir in run_dirs:
         info = read_run(run_dir)
-        values = _headline_metrics(info, _read_json(run_dir / "summary.json").get("stats") or {})
+        values = _headline_metrics(info, read_json_mapping(run_dir / "summary.json").get("stats") or {})
         metrics += [m for m in values if m not in metrics]
         curves = read_loss_curves(run_dir)
         runs.append({**_row(run_dir, info.steps, info.best_val_loss), "metrics": values,

@@ -13,7 +13,6 @@ carry the `X-Tuneforge-UI` header (no cross-site form posts), and pages forbid i
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
@@ -24,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.serve.security import bearer_ok, check_bind, is_loopback
+from tuneforge.serve.security import bearer_ok, check_bind, is_loopback, key_ok
 
 STATIC = Path(__file__).with_name("static")
 COOKIE = "tuneforge_ui_token"
@@ -32,7 +31,6 @@ CSRF_HEADER = "x-tuneforge-ui"
 PAGES = ("/", "/new", "/compare", "/chat")
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 @dataclass
@@ -102,15 +100,15 @@ def _install_guards(app: FastAPI, settings: UISettings) -> None:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if loopback and _host_name(request.headers.get("host", "")) not in _LOOPBACK_HOSTS:
+        if loopback and not is_loopback(_host_name(request.headers.get("host", ""))):
             return JSONResponse({"error": "this dashboard answers to localhost only (Host header "
                                           f"{request.headers.get('host')!r})"}, status_code=403)
         if settings.api_key:
             token = request.query_params.get("token")
-            if token is not None and hmac.compare_digest(token.encode(), settings.api_key.encode()):
+            if key_ok(token, settings.api_key):
                 return _token_login(request, settings.api_key)
             if not (bearer_ok(request.headers.get("authorization"), settings.api_key)
-                    or hmac.compare_digest(request.cookies.get(COOKIE, "").encode(), settings.api_key.encode())):
+                    or key_ok(request.cookies.get(COOKIE), settings.api_key)):
                 return JSONResponse({"error": "missing or wrong token: open the dashboard once as "
                                               "/?token=KEY, or send Authorization: Bearer KEY"}, status_code=401)
         if request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get(CSRF_HEADER) != "1":
