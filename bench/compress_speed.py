@@ -52,7 +52,7 @@ def main() -> None:
     configure_threads(args.threads)
     model, tokenizer = load_model(args.model)
     models = {k: m.eval() for k, m in variants(model.eval()).items()}
-    records, _ = held_out_records(args.model, str(ALPACA), 1, "runs")
+    records, _, _ = held_out_records(args.model, str(ALPACA), 1, "runs")
     settings = MeasureSettings(records, ["likelihood"], 256, 8, 128, args.speed_tokens, 1)
     names, speeds = list(models), {k: [] for k in models}
     started, load_start = time.perf_counter(), Path("/proc/loadavg").read_text().strip()

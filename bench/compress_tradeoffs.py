@@ -103,7 +103,7 @@ def main() -> None:
             print("   ", row, flush=True)
         write(args, started, load_start, table, reports, complete=False)  # a time-out keeps what was measured
     if not args.no_int8:
-        records, _ = held_out_records(args.model, args.data, args.limit, "runs")
+        records, _, _ = held_out_records(args.model, args.data, args.limit, "runs")
         settings = MeasureSettings(records, ["likelihood"], args.cutoff_len, 8, 128, args.speed_tokens, 3)
         table.append(dynamic_int8(args.model, records, settings))
         print(table[-1], flush=True)
