@@ -28,13 +28,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from tuneforge.config.recipe import Recipe
 from tuneforge.errors import ConfigError, ModelError
 from tuneforge.train.loss import LossOutput, labelled_hidden
-from tuneforge.train.methods import PROMPT_METHODS
+from tuneforge.train.methods import PROMPT_METHODS, method_options
 from tuneforge.train.runfolder import RunContext, RunResult, find_resume_point, start_run
 
 
@@ -49,14 +49,7 @@ class DistillOptions(BaseModel):
 
 def parse_options(recipe: Recipe) -> DistillOptions:
     """`method.options` checked before anything loads, with the field and the allowed values in the error."""
-    try:
-        options = DistillOptions.model_validate(recipe.method.options)
-    except ValidationError as exc:
-        allowed = ", ".join(DistillOptions.model_fields)
-        raise ConfigError("; ".join(
-            f"method.options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            + (f" (options of objective=distill: {allowed})" if err["type"] == "extra_forbidden" else "")
-            for err in exc.errors())) from None
+    options = method_options(recipe.method, DistillOptions)
     if recipe.method.type in PROMPT_METHODS:
         raise ConfigError(f"method.type={recipe.method.type}: distillation trains full, freeze or LoRA students "
                           "(prompt methods add virtual tokens, so the student's positions do not match the teacher's)")

@@ -11,26 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from tuneforge.config.recipe import Recipe
-from tuneforge.data.issues import RowIssue, write_issues
+from tuneforge.data.issues import RowIssue
 from tuneforge.data.records import Record
-from tuneforge.errors import ConfigError, DataError
+from tuneforge.errors import ConfigError
+from tuneforge.train.methods import method_options
 from tuneforge.train.runfolder import RunContext
 
 ENCODER_METHODS = ("lora", "full", "freeze")
 O = TypeVar("O", bound=BaseModel)
-
-
-def parse_options(recipe: Recipe, cls: type[O]) -> O:
-    """`method.options` validated against the objective's options model (unknown keys name the allowed ones)."""
-    try:
-        return cls.model_validate(recipe.method.options)
-    except ValidationError as exc:
-        allowed = ", ".join(cls.model_fields)
-        problems = [f"method.options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{'; '.join(problems)} (options of objective={recipe.method.objective}: {allowed})") from None
 
 
 def require_encoder(recipe: Recipe, alternative: str) -> None:
@@ -57,7 +48,7 @@ def check_method(recipe: Recipe) -> None:
 
 def begin(recipe: Recipe, options: type[O], convert: Callable[[Record], Record], decoder_hint: str):
     """The setup both encoder recipes open with, checks before any weights load: (options, Splits, rejected)."""
-    opts = parse_options(recipe, options)
+    opts = method_options(recipe.method, options)
     check_method(recipe)
     require_encoder(recipe, decoder_hint)
     splits, rejected = read_splits(recipe, convert)
@@ -65,19 +56,10 @@ def begin(recipe: Recipe, options: type[O], convert: Callable[[Record], Record],
 
 
 def check_usable(n_train: int, n_val: int, recipe: Recipe, rejected: list[RowIssue], run: RunContext) -> None:
-    """preflight's check; when it fails after rows were rejected, they go to <run>/rejected.jsonl (the run
-    does not get to file them) and the error says how many and why, with the first one."""
+    """preflight's check, the rejected rows filed in the run folder (the run does not get to file them)."""
     from tuneforge.train.preflight import check_usable as check
 
-    try:
-        check(n_train, n_val, recipe)
-    except DataError as exc:
-        if not rejected:
-            raise
-        path = run.run_dir / "rejected.jsonl"
-        write_issues(rejected, path)
-        raise DataError(f"{exc}. {len(rejected)} row(s) were rejected, e.g. {rejected[0]}; all of them with "
-                        f"their reason in {path}") from None
+    check(n_train, n_val, recipe, rejected, rejected_path=run.run_dir / "rejected.jsonl")
 
 
 def read_splits(recipe: Recipe, convert: Callable[[Record], Record]):
@@ -112,7 +94,6 @@ def prepare_model(model, tokenizer, recipe: Recipe, *, task_type: str | None, wi
     bias) trained with full/freeze. LoRA adapts only linear layers under `within` when given."""
     from tuneforge.train.methods import apply_dropout_overrides, apply_method, lora_adapter
 
-    check_method(recipe)
     if recipe.method.type == "lora":
         apply_dropout_overrides(model, recipe.hparams)
         return lora_adapter(model, recipe.method, task_type=task_type, within=within, modules_to_save=list(head))

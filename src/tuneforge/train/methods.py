@@ -10,7 +10,7 @@ Composable functions, reused by the preference trainers:
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import torch
 from torch import nn
@@ -18,13 +18,28 @@ from torch import nn
 from tuneforge.config.sections import HParams, MethodConfig
 from tuneforge.errors import ConfigError, UnsupportedHere
 
+Options = TypeVar("Options")
+
 PROMPT_METHODS = frozenset({"prompt_tuning", "p_tuning", "prefix_tuning"})
 ADAPTER_METHODS = frozenset({"lora", "qlora"}) | PROMPT_METHODS
 PREFERENCE_OBJECTIVES = frozenset({"reward", "dpo", "orpo", "kto", "ppo"})
-SUPPORTED_OBJECTIVES = (frozenset({"sft", "pretrain", "multitask", "classification", "distill"})
-                        | {"mlm", "contrastive"} | PREFERENCE_OBJECTIVES)
+SUPPORTED_OBJECTIVES = (frozenset({"sft", "pretrain", "multitask", "classification", "distill", "mlm",
+                                   "contrastive"}) | PREFERENCE_OBJECTIVES)
 
 _LAYER_INDEX = re.compile(r"\.(?:layers|layer|h|blocks)\.(\d+)\.")
+
+
+def method_options(method: MethodConfig, cls: type[Options]) -> Options:
+    """`method.options` validated against the objective's options model (a pydantic model): every problem
+    names its field, and the allowed option names follow."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(method.options)
+    except ValidationError as exc:
+        problems = [f"method.options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        allowed = ", ".join(cls.model_fields)
+        raise ConfigError(f"{'; '.join(problems)} (options of objective={method.objective}: {allowed})") from None
 
 
 def check_method_supported(method: MethodConfig) -> None:
@@ -68,7 +83,7 @@ def apply_method(model: nn.Module, tokenizer: Any, method: MethodConfig, hparams
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=hparams.gradient_checkpointing
             )
-        return _apply_lora(model, method)
+        return lora_adapter(model, method)
     if kind in PROMPT_METHODS:
         return _apply_prompt(model, tokenizer, method)
     raise ConfigError(f"method.type={kind}: unknown method")  # unreachable: the recipe validates it
@@ -178,10 +193,6 @@ def _apply_freeze(model: nn.Module, method: MethodConfig) -> nn.Module:
 def linear_module_names(model: nn.Module) -> list[str]:
     names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     return sorted(names)
-
-
-def _apply_lora(model: nn.Module, method: MethodConfig) -> nn.Module:
-    return lora_adapter(model, method)
 
 
 def lora_adapter(model: nn.Module, method: MethodConfig, *, task_type: str | None = "CAUSAL_LM",

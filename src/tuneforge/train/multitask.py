@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.config.recipe import Recipe
-from tuneforge.errors import ConfigError
+from tuneforge.train.methods import method_options
 from tuneforge.train.mixture import EpochSampler, TaskSlices, group_by_task, mixing_counts, task_names
 
 
@@ -35,16 +35,7 @@ class MultitaskOptions(BaseModel):
 def parse_options(recipe: Recipe) -> MultitaskOptions:
     if recipe.method.objective != "multitask":
         return MultitaskOptions()
-    try:
-        return MultitaskOptions.model_validate(recipe.method.options)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            allowed = ", ".join(MultitaskOptions.model_fields)
-            hint = f" (options of objective=multitask: {allowed})" if err["type"] == "extra_forbidden" else ""
-            problems.append(f"method.options.{where}: {err['msg']}{hint}")
-        raise ConfigError("; ".join(problems)) from None
+    return method_options(recipe.method, MultitaskOptions)
 
 
 @dataclass

@@ -81,30 +81,30 @@ def check_record_kinds(splits: Splits, objective: str) -> None:
 
 
 def check_usable(n_train: int, n_val: int, recipe: Recipe, rejected: list[RowIssue] | None = None,
-                 dropped_no_labels: int = 0) -> None:
-    """Refuse too little data, saying why rows went missing: the rows rejected when reading (written with
-    their reason to <output_dir>/<name>-rejected.jsonl, since no run folder exists yet) and the examples
-    whose answer lies beyond cutoff_len."""
+                 dropped_no_labels: int = 0, rejected_path: Path | None = None) -> None:
+    """Refuse too little data, saying why rows went missing: the rejected rows (written with their reason
+    to `rejected_path`, by default <output_dir>/<name>-rejected.jsonl for callers without a run folder yet)
+    and the examples whose answer lies beyond cutoff_len."""
     minimum = max(recipe.data.min_examples, 1)
+    why = []
     if n_train < minimum:
-        why = []
+        problem = (f"only {n_train} usable training example(s) after splitting and tokenizing; expected at "
+                   f"least {minimum} (data.min_examples)")
         if dropped_no_labels:
             why.append(f"{dropped_no_labels} example(s) had no answer token within hparams.cutoff_len="
                        f"{recipe.hparams.cutoff_len} (raise it, or shorten the prompts)")
-        if rejected:
-            path = write_issues(rejected, Path(recipe.output_dir) / f"{recipe.name}-rejected.jsonl")
-            why.append(f"{len(rejected)} row(s) were rejected when reading, e.g. {rejected[0]}; all of them "
-                       f"with their reason in {path}")
-        raise DataError(
-            f"only {n_train} usable training example(s) after splitting and tokenizing; expected at least "
-            f"{minimum} (data.min_examples). "
-            + ("; ".join(why) if why else "Add data, or check rejected rows with `tuneforge data inspect`")
-        )
-    if recipe.hparams.early_stopping_patience and n_val == 0:
-        raise DataError(
-            "early stopping is on (hparams.early_stopping_patience) but the validation split is empty; "
-            "set data.val_ratio > 0, give a source with split: val, or turn early stopping off"
-        )
+    elif recipe.hparams.early_stopping_patience and n_val == 0:
+        problem = ("early stopping is on (hparams.early_stopping_patience) but the validation split is empty; "
+                   "set data.val_ratio > 0, give a source with split: val, or turn early stopping off")
+    else:
+        return
+    if rejected:  # the run stops here, so the rows it refused are filed now
+        path = write_issues(rejected, rejected_path or Path(recipe.output_dir) / f"{recipe.name}-rejected.jsonl")
+        why.append(f"{len(rejected)} row(s) were rejected, e.g. {rejected[0]}; all of them with their "
+                   f"reason in {path}")
+    elif n_train < minimum and not why:
+        why.append("Add data, or check rejected rows with `tuneforge data inspect`")
+    raise DataError(f"{problem}. {'; '.join(why)}" if why else problem)
 
 
 def measure_step_time(model: torch.nn.Module, run_step: Callable[[], None], n_steps: int) -> float | None:
