@@ -39,12 +39,13 @@ def example_lengths(items: list[Item], counter: TokenCounter) -> list[int]:
     return counter.count_many([compare_text(i.record) for i in items])
 
 
-def _squash(text: str) -> str:
+def squash(text: str) -> str:
+    """Case- and punctuation-insensitive form, for exact-duplicate and containment tests."""
     return _NON_WORD.sub(" ", text.casefold()).strip()
 
 
 def repeats_prompt(prompt: str, answer: str, similarity: float) -> bool:
-    p, a = _squash(prompt), _squash(answer)
+    p, a = squash(prompt), squash(answer)
     if not p or not a:
         return False
     if p == a:

@@ -6,7 +6,6 @@ original record, and each step's counts are checked (in = out + removed).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +96,6 @@ class Ledger:
         return sum(sum(s.removed.values()) for s in self.steps)
 
     def write(self, path: Path) -> Path:
-        with path.open("w", encoding="utf-8") as fh:
-            for entry in self.entries:
-                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        return path
+        from tuneforge.data.io import write_jsonl
+
+        return write_jsonl(self.entries, path)

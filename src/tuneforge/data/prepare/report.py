@@ -7,13 +7,13 @@ import base64
 import html
 import io
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tuneforge.data.prepare.config import PrepareConfig
+from tuneforge.data.issues import write_issues
 from tuneforge.data.prepare.ledger import Ledger
 
 SECTIONS = ("Summary", "Steps", "Token lengths", "PII", "Duplicate clusters", "Splits and labels", "Leakage",
@@ -44,10 +44,7 @@ def write_outputs(result, ledger: Ledger, rejected: list, cfg: PrepareConfig) ->
             result.report["notes"].append(f"{split}.jsonl mixes record kinds ({', '.join(kinds)}); the readers "
                                           "load one kind per file, so split the data by kind before training")
     paths["quarantine"] = ledger.write(out / "quarantine.jsonl")
-    paths["rejected"] = out / "rejected.jsonl"
-    with paths["rejected"].open("w", encoding="utf-8") as fh:
-        for issue in rejected:
-            fh.write(json.dumps(asdict(issue), ensure_ascii=False) + "\n")
+    paths["rejected"] = write_issues(rejected, out / "rejected.jsonl")
     lengths = result.report.pop("token_lengths")
     result.report["token_length_histograms"] = {s: histogram(v) for s, v in lengths.items()}
     paths["report_json"] = out / "report.json"

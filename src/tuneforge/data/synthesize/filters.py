@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from tuneforge.config.synthesize import SynthFilterConfig
-from tuneforge.data.prepare.filters import repeats_prompt
+from tuneforge.data.prepare.filters import repeats_prompt, squash
 from tuneforge.errors import UnsupportedHere
 
 REASONS = (
@@ -22,7 +22,6 @@ REASONS = (
     "language", "duplicate", "similar_to_existing", "empty_output", "output_too_short", "output_too_long",
     "output_repeats_instruction", "repetitive_output",
 )
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 LANGUAGE_MIN_CHARS = 20  # langdetect guesses on shorter texts (as data.prepare's filter)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd]")
 
@@ -31,11 +30,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd]")
 class Rejection:
     reason: str
     detail: str
-
-
-def squash(text: str) -> str:
-    """Case- and punctuation-insensitive form, for exact-duplicate tests."""
-    return _NON_WORD.sub(" ", text.casefold()).strip()
 
 
 class InstructionPool:
