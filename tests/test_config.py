@@ -87,3 +87,11 @@ def test_cli_positional_overrides_fail_with_one_line_per_problem(tmp_path, capsy
     err = capsys.readouterr().err
     assert "did you mean `learning_rate`" in err and "did you mean 'lora'" in err
     assert "Traceback" not in err
+
+
+def test_cli_overrides_know_every_recipe_section():
+    from tuneforge.cli.prepare_cmd import split_recipe_args
+
+    recipe, overrides = split_recipe_args(["r.yaml", "synthesize.n=3", "search.trials=2", "dedup.enabled=false"])
+    assert recipe == "r.yaml"
+    assert overrides == ["synthesize.n=3", "search.trials=2", "data.prepare.dedup.enabled=false"]

@@ -95,13 +95,13 @@ def synthesize_cmd(
     from pathlib import Path
 
     from tuneforge.cli.prepare_cmd import split_recipe_args
-    from tuneforge.config.recipe import Recipe, load_recipe
+    from tuneforge.config.recipe import load_recipe
     from tuneforge.data.synthesize import synthesize_recipe
     from tuneforge.data.synthesize.report import summary_lines
 
     if resume and overwrite:
         raise ConfigError("give --resume or --overwrite, not both")
-    recipe_path, overrides = split_recipe_args(list(args or []), "synthesize", set(Recipe.model_fields))
+    recipe_path, overrides = split_recipe_args(list(args or []), "synthesize")
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.synthesize
     for key, value in {"seeds": seeds, "out": out, "n": n, "max_seeds": max_seeds,

@@ -11,22 +11,26 @@ import typer
 
 from tuneforge.ui.console import console, print_warning
 
-RECIPE_KEYS = {"name", "model", "data", "method", "hparams", "eval", "output_dir", "seed", "resume"}
+def recipe_sections() -> set[str]:
+    """The recipe's top-level keys, from the Recipe model itself (a hand-kept list went stale)."""
+    from tuneforge.config.recipe import Recipe
+
+    return set(Recipe.model_fields)
 
 
-def expand_override(item: str, section: str = "data.prepare", recipe_keys: set[str] = RECIPE_KEYS) -> str:
+def expand_override(item: str, section: str, recipe_keys: set[str]) -> str:
     key = item.partition("=")[0].strip()
     return item if key.split(".")[0] in recipe_keys else f"{section}.{item.strip()}"
 
 
-def split_recipe_args(args: list[str], section: str = "data.prepare",
-                      recipe_keys: set[str] = RECIPE_KEYS) -> tuple[str | None, list[str]]:
+def split_recipe_args(args: list[str], section: str = "data.prepare") -> tuple[str | None, list[str]]:
     """The optional recipe file is the first argument without `=`; the rest are overrides, read as keys of
     `section` unless their first key is a recipe section (`tuneforge data synthesize` uses it too)."""
+    keys = recipe_sections()
     recipe, overrides = None, []
     for arg in args:
         if "=" in arg:
-            overrides.append(expand_override(arg, section, recipe_keys))
+            overrides.append(expand_override(arg, section, keys))
         elif recipe is None:
             recipe = arg
         else:
