@@ -55,11 +55,11 @@ def eval_cmd(
         result = evaluate_model(
             loaded.model, loaded.tokenizer, records, metrics,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
-            labels=_split(labels), val_records=val_records, judge=_judge(judge_url, judge_model, judge_mode),
+            labels=split_list(labels), val_records=val_records, judge=_judge(judge_url, judge_model, judge_mode),
             name=loaded.name, run_dir=loaded.run_dir, out_dir=out,
             progress=lambda step: status.update(f"evaluating: {step}"),
         )
-    _print_table([result.name], {k: [_fmt(v)] for k, v in result.metrics.items()})
+    _print_table([result.name], {k: [format_number(v)] for k, v in result.metrics.items()})
     _warn_skipped(result)
     if result.bias:
         console.print(f"bias audit: {result.bias['status']} (threshold {result.bias['threshold']})")
@@ -100,7 +100,7 @@ def compare_cmd(
         result = compare_models(
             model_specs, records, runs=run_specs, metrics=metrics, rank_by=rank_by, out_dir=out,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, batch_size=batch_size,
-            labels=_split(labels), judge=_judge(judge_url, judge_model, judge_mode), progress=status.update,
+            labels=split_list(labels), judge=_judge(judge_url, judge_model, judge_mode), progress=status.update,
         )
     header, rows = result.table()
     # Metrics as rows, models as columns (best first): stays readable in 80 columns with many metrics.
@@ -139,8 +139,8 @@ def split_candidates(models: List[str], runs: List[str], extra: List[str]) -> tu
     for arg in extra:
         if arg.startswith("-"):
             raise ConfigError(f"unknown option {arg!r} for compare")
-    model_specs = [m for raw in models for m in _split(raw) or []]
-    run_specs = [r for raw in runs for r in _split(raw) or []]
+    model_specs = [m for raw in models for m in split_list(raw) or []]
+    run_specs = [r for raw in runs for r in split_list(raw) or []]
     for arg in extra:
         (run_specs if _is_run_dir(Path(arg)) else model_specs).append(arg)
     return model_specs, run_specs
@@ -169,7 +169,8 @@ def _threads(n: Optional[int]) -> None:
         configure_threads(n)
 
 
-def _split(value: Optional[str]) -> list[str] | None:
+def split_list(value: Optional[str]) -> list[str] | None:
+    """A comma-separated option -> its non-empty items (None when not given)."""
     if not value:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -185,7 +186,8 @@ def _judge(url: Optional[str], model: str, mode: str):
     return JudgeConfig(base_url=url, model=model, mode=mode)  # type: ignore[arg-type]
 
 
-def _fmt(value) -> str:
+def format_number(value) -> str:
+    """4 significant digits; a dash for missing or NaN."""
     return "–" if value is None or value != value else f"{value:.4g}"
 
 

@@ -58,14 +58,12 @@ def compress_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: physical cores)"),
 ) -> None:
     """Prune and/or quantize a run or model and measure what it costs: size, perplexity, tokens/s."""
-    from tuneforge.cli.eval_cmd import check_metric_names
-    from tuneforge.export.compress import check_compress_args, compress_model
+    from tuneforge.cli.eval_cmd import check_metric_names, split_list
+    from tuneforge.export.compress import compress_model
     from tuneforge.train.threads import configure_threads
 
-    quant = [q.strip() for q in (quantize or "").split(",") if q.strip()]
-    wanted = [m.strip() for m in metrics.split(",") if m.strip()]
-    check_compress_args(prune, prune_kind, quant)
-    check_metric_names(wanted)
+    quant, wanted = split_list(quantize) or [], split_list(metrics) or []
+    check_metric_names(wanted)  # compress_model checks the rest before it loads anything
     configure_threads(threads)
     with console.status("compressing") as status:
         result = compress_model(target, out, prune=prune, prune_kind=prune_kind, quantize=quant, data=data,
@@ -82,6 +80,8 @@ def compress_cmd(
 def _print_variants(report: dict) -> None:
     from rich.table import Table
 
+    from tuneforge.cli.eval_cmd import format_number
+
     table = Table(title=f"held-out: {report['data']['path']} ({report['data']['examples']} examples)",
                   title_justify="left")
     for column in ("variant", "parameters", "non-zero", "MB", "loss", "perplexity", "tokens/s"):
@@ -90,10 +90,6 @@ def _print_variants(report: dict) -> None:
         metrics = row["metrics"]
         size = row.get("size_bytes")
         table.add_row(name, f"{row['parameters']:,}", f"{row['nonzero']:,}",
-                      f"{size / 1e6:.1f}" if size else "-", _num(metrics.get("loss")),
-                      _num(metrics.get("perplexity")), _num(row.get("tokens_per_s")))
+                      f"{size / 1e6:.1f}" if size else "-", format_number(metrics.get("loss")),
+                      format_number(metrics.get("perplexity")), format_number(row.get("tokens_per_s")))
     console.print(table)
-
-
-def _num(value) -> str:
-    return "-" if value is None else f"{value:.4g}"
