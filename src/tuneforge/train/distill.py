@@ -85,13 +85,16 @@ class DistillLoss:
         if parts is None:
             raise ModelError(f"distillation needs a causal LM with an lm_head; got {type(model).__name__}")
         hidden, head, targets = parts
+        logits = head(hidden)[:, : self.vocab].float()
+        if model is self.teacher:  # scoring the teacher itself: one forward pass, KL 0
+            return logits, logits, targets
         teacher_device = next(self.teacher.parameters()).device
         if teacher_device != hidden.device:
             self.teacher.to(hidden.device)
         with torch.no_grad():
             t_hidden, t_head, _ = labelled_hidden(self.teacher, batch)
             teacher_logits = t_head(t_hidden)[:, : self.vocab].float()
-        return head(hidden)[:, : self.vocab].float(), teacher_logits, targets
+        return logits, teacher_logits, targets
 
     def __call__(self, model: Any, batch, chunk_size: int = 1024) -> LossOutput:
         student_logits, teacher_logits, targets = self.logits(model, batch)
