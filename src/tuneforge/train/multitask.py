@@ -103,12 +103,11 @@ def combine_val(sums: dict[str, tuple[float, int, int]], average: str) -> dict[s
     out = metrics(*total)
     if list(sums) == ["all"]:
         return out
-    per_task = {task: metrics(*s)["val_loss"] for task, s in sums.items()}
     for task, s in sums.items():
         out.update(metrics(*s, suffix=f".{task}"))
     out["val_loss_micro"] = out["val_loss"]
     if average == "macro":
-        out["val_loss"] = sum(per_task.values()) / len(per_task)
+        out["val_loss"] = sum(out[f"val_loss.{task}"] for task in sums) / len(sums)
         out["val_perplexity"] = math.exp(min(out["val_loss"], 50.0))
     return out
 

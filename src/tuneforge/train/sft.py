@@ -283,7 +283,7 @@ def _preflight(run: RunContext, job: Prepared, model, train_batcher, steps: int,
         "learning rate": f"{float(hp.learning_rate):g} ({hp.scheduler})",
         "peak memory (est.)": pf.format_bytes(peak),
     }
-    if job.plan.per_task or job.plan.sampler(job.recipe.seed) is not None:
+    if job.plan.per_task or train_batcher.epoch_indices is not None:  # tasks, or weights that mix
         from tuneforge.train.mixture import describe_mixture
 
         extra["tasks (examples / epoch)"] = describe_mixture(job.plan.slices["train"], job.plan.counts)
