@@ -267,9 +267,7 @@ def held_out_records(target: str | os.PathLike, data: str | os.PathLike | None, 
 
 
 def _run_test_split(target: str | os.PathLike, runs_dir: str | os.PathLike) -> tuple[list[Any], dict[str, Any]]:
-    import yaml
-
-    from tuneforge.config.recipe import Recipe
+    from tuneforge.config.recipe import load_recipe
     from tuneforge.data import read_data, read_source
     from tuneforge.train.preflight import split_records
     from tuneforge.train.runs import resolve_run
@@ -279,7 +277,7 @@ def _run_test_split(target: str | os.PathLike, runs_dir: str | os.PathLike) -> t
         info = resolve_run(target, runs_dir)
     except ModelError:
         raise ConfigError(f"{need} ({target} is a model, not a run with a test split)") from None
-    recipe = Recipe.model_validate(yaml.safe_load((info.path / "recipe.yaml").read_text(encoding="utf-8")))
+    recipe = load_recipe(info.path / "recipe.yaml")
     if recipe.eval.data:
         return read_source(recipe.eval.data).records, {"path": recipe.eval.data, "split": "eval.data"}
     try:
