@@ -71,9 +71,18 @@ class UIState:
         self.chat = ChatModel()
 
     def find_run(self, name: str) -> Path:
-        for root in self.settings.roots:
+        return self._locate(name)[0]
+
+    def detail(self, name: str) -> tuple[Path, dict[str, Any]]:
+        """The run page's data; its row (status, steps, best val loss) comes from the table's cache, so a
+        live run's metrics.jsonl is not re-read in full on every poll."""
+        run_dir, view = self._locate(name)
+        return run_dir, run_detail(run_dir, view.row(run_dir))
+
+    def _locate(self, name: str) -> tuple[Path, RunsView]:
+        for root, view in zip(self.settings.roots, self.views):
             try:
-                return run_path(root, name)
+                return run_path(root, name), view
             except RunNotFound:
                 continue
         raise RunNotFound(f"run not found: {name}")
@@ -118,9 +127,9 @@ def _register_runs(app: FastAPI, state: UIState) -> None:
 
     @app.get("/api/runs/{name}")
     def run(name: str) -> dict[str, Any]:
-        run_dir = state.find_run(name)
+        run_dir, detail = state.detail(name)
         job = state.jobs.for_run(run_dir)
-        return {**run_detail(run_dir), "job": state.jobs.describe(job) if job else None}
+        return {**detail, "job": state.jobs.describe(job) if job else None}
 
     @app.get("/api/runs/{name}/metrics")
     def metrics(name: str, cursor: str | None = Query(None, max_length=64)) -> dict[str, Any]:

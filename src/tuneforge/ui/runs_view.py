@@ -146,15 +146,15 @@ def _duration(run_dir: Path, status: str) -> float | None:
 
 # -- one run ----------------------------------------------------------------------------------------
 
-def run_detail(run_dir: Path) -> dict[str, Any]:
-    """Everything the run page shows except the metric rows (those come by offset, see read_metrics_from)."""
-    info = read_run(run_dir)
+def run_detail(run_dir: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """Everything the run page shows except the metric rows (those come by offset, see read_metrics_from);
+    `row` is the run's row of the runs table (RunsView.row)."""
     summary = read_json_mapping(run_dir / "summary.json")
     stats = summary.get("stats") if isinstance(summary.get("stats"), dict) else {}
     files = [rel for rel in SERVABLE if (run_dir / rel).is_file()]
     files += sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("eval/*/report.html"))
     return {
-        **_row(run_dir, info.steps, info.best_val_loss), "path": str(run_dir),
+        **row, "path": str(run_dir),
         "recipe_yaml": (run_dir / "recipe.yaml").read_text(encoding="utf-8"),
         "summary": {k: v for k, v in summary.items() if k != "stats"},
         "before_after": before_after(stats), "stats": flat_stats(stats),
