@@ -382,3 +382,13 @@ def test_example_recipe_parses_with_its_synthesize_section():
     assert recipe.synthesize.n == 7 and recipe.synthesize.max_seeds == 20
     assert recipe.synthesize.prompt.output_mode == "chat" and recipe.synthesize.filter.rouge_threshold == 0.7
     assert recipe.data.sources[0].path.endswith("selfinstruct-synth/synthetic.jsonl")
+
+
+def test_recipe_seed_paths_are_relative_to_the_recipe_file(tmp_path):
+    from tuneforge.config.recipe import load_recipe
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "seeds.jsonl").write_text("{}\n")
+    (tmp_path / "recipes" / "r.yaml").write_text("synthesize: {seeds: seeds.jsonl}\n")
+    recipe = load_recipe(tmp_path / "recipes" / "r.yaml")
+    assert recipe.synthesize.seeds == str(tmp_path / "recipes" / "seeds.jsonl")

@@ -92,8 +92,6 @@ def synthesize_cmd(
 ) -> None:
     """Grow a few seed tasks into many with an LLM (Self-Instruct / Alpaca): writes synthetic.jsonl (Alpaca rows),
     rejected.jsonl (every rejected candidate with its reason) and report.json."""
-    from pathlib import Path
-
     from tuneforge.cli.prepare_cmd import split_recipe_args
     from tuneforge.config.recipe import load_recipe
     from tuneforge.data.synthesize import synthesize_recipe
@@ -119,8 +117,7 @@ def synthesize_cmd(
                       f"{event['accepted']}/{event['target']} in all after {event['candidates']} candidates "
                       f"({event['elapsed_s']:.0f} s)", highlight=False)
 
-    base_dir = Path(recipe_path).resolve().parent if recipe_path else None
-    result = synthesize_recipe(recipe, base_dir=base_dir, progress=progress)
+    result = synthesize_recipe(recipe, progress=progress)
     for line in summary_lines(result.report):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {result.out_dir}/synthetic.jsonl, rejected.jsonl, report.json", markup=False,

@@ -78,18 +78,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _resolve_relative_paths(raw: dict[str, Any], base_dir: Path) -> None:
-    """Data paths in a recipe are relative to the recipe file, so recipes work from any directory."""
+    """Input paths in a recipe (data sources, synthesis seeds) are relative to the recipe file, so recipes
+    work from any directory; a path that exists only as given (relative to the working directory) stays."""
     data = raw.get("data")
     sources = data if isinstance(data, list) else (data or {}).get("sources", []) if isinstance(data, dict) else []
-    for src in sources if isinstance(sources, list) else []:
-        if not isinstance(src, dict):
+    holders = [(src, ("path", "dataset_info")) for src in (sources if isinstance(sources, list) else [])]
+    holders.append((raw.get("synthesize"), ("seeds",)))
+    for holder, keys in holders:
+        if not isinstance(holder, dict):
             continue
-        for key in ("path", "dataset_info"):
-            value = src.get(key)
+        for key in keys:
+            value = holder.get(key)
             if isinstance(value, str) and not Path(value).is_absolute():
                 candidate = base_dir / value
                 if candidate.exists() or not Path(value).exists():
-                    src[key] = str(candidate)
+                    holder[key] = str(candidate)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -272,19 +272,11 @@ def _report(run: _Run, rounds: int, stopped: str, started: float, previous: dict
         config=run.cfg.model_dump(mode="json"), seed=run.seed)
 
 
-def synthesize_recipe(recipe: Any, *, base_dir: str | Path | None = None, generator: Any = None,
+def synthesize_recipe(recipe: Any, *, generator: Any = None,
                       progress: Callable[[dict[str, Any]], None] | None = None) -> SynthesisResult:
     """A recipe's `synthesize:` section with its `seed`; the output folder defaults to
-    <output_dir>/<name>-synth. A relative seed path is read from `base_dir` (the recipe's folder) as data
-    paths are; `out`, like output_dir, is relative to the working directory."""
+    <output_dir>/<name>-synth. `load_recipe` has made a relative seed path relative to the recipe's folder,
+    as data paths are; `out`, like output_dir, is relative to the working directory."""
     cfg = recipe.synthesize
-    seeds = _relative(cfg.seeds, base_dir)
     out = cfg.out or str(Path(recipe.output_dir) / f"{recipe.name}-synth")
-    return synthesize(_required(seeds), generator, config=cfg, out=out, seed=recipe.seed, progress=progress)
-
-
-def _relative(path: str | None, base_dir: str | Path | None) -> str | None:
-    if not path or base_dir is None or Path(path).is_absolute():
-        return path
-    candidate = Path(base_dir) / path
-    return str(candidate) if candidate.exists() or not Path(path).exists() else path
+    return synthesize(_required(cfg.seeds), generator, config=cfg, out=out, seed=recipe.seed, progress=progress)
