@@ -37,6 +37,13 @@ class RowIssue:
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.field}: {self.message} [{self.code}]"
 
+    @classmethod
+    def of_record(cls, record: Record, default_source: str, code: IssueCode, field: str, message: str,
+                  raw: str = "") -> "RowIssue":
+        """An issue found after reading, placed where the record came from (its meta source/line)."""
+        meta = getattr(record, "meta", None) or {}
+        return cls(str(meta.get("source", default_source)), int(meta.get("line", 0)), code, field, message, raw)
+
 
 R = TypeVar("R", bound=Record)
 

@@ -47,10 +47,9 @@ def load_labelled(recipe: Recipe) -> LabelledData:
         rejected += result.rejected
         for record in result.records:
             if not isinstance(record, Labelled):
-                meta = getattr(record, "meta", {}) or {}
-                rejected.append(RowIssue(str(meta.get("source", result.source)), int(meta.get("line", 0)),
-                                         "wrong_type", "label", "expected a labelled row (text + label), got "
-                                         f"{type(record).__name__}; set format: labelled"))
+                rejected.append(RowIssue.of_record(record, result.source, "wrong_type", "label",
+                                                   "expected a labelled row (text + label), got "
+                                                   f"{type(record).__name__}; set format: labelled"))
                 continue
             fixed.get(source.split, pool).append(record)
     train, val, test = _split(pool, recipe, bool(fixed["val"]), bool(fixed["test"]))
@@ -91,8 +90,8 @@ def _known(rows: list[Labelled], labels: list[str], split: str) -> tuple[list[La
         if row.label in labels:
             kept.append(row)
         else:
-            bad.append(RowIssue(str(row.meta.get("source", split)), int(row.meta.get("line", 0)), "unseen_label",
-                                "label", f"{split} label {row.label!r} is not among the training labels"))
+            bad.append(RowIssue.of_record(row, split, "unseen_label", "label",
+                                          f"{split} label {row.label!r} is not among the training labels"))
     return kept, bad
 
 

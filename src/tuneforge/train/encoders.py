@@ -79,9 +79,8 @@ def read_splits(recipe: Recipe, convert: Callable[[Record], Record]):
             try:
                 kept.append(convert(record))
             except RowProblem as problem:
-                meta = record.meta or {}
-                rejected.append(RowIssue(str(meta.get("source", result.source)), int(meta.get("line", 0)),
-                                         problem.code, problem.field, problem.message, clip(repr(record))))
+                rejected.append(RowIssue.of_record(record, result.source, problem.code, problem.field,
+                                                   problem.message, clip(repr(record))))
         result.records = kept
     splits = split_records(results, recipe.data.sources, recipe.data.val_ratio, recipe.data.test_ratio, recipe.seed)
     return splits, rejected

@@ -64,9 +64,7 @@ def validate_records(result: ReadResult, *, unpaired_ok: bool = False,
             kept.append(record)
             continue
         code, field_name, message = problem
-        meta = getattr(record, "meta", {}) or {}
-        bad.append(RowIssue(str(meta.get("source", result.source)), int(meta.get("line", 0)), code,
-                            field_name, message, _raw(record)))
+        bad.append(RowIssue.of_record(record, result.source, code, field_name, message, _raw(record)))
     return kept, bad
 
 
