@@ -109,10 +109,7 @@ def train_classifier(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     trainer = Trainer(model=model, args=args, train_dataset=encode(data.train),
                       eval_dataset=encode(data.val) if data.val else None,
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_val_metrics)
-    # Classification heads take **kwargs but (Llama's, BERT's) return a per-batch mean whatever
-    # num_items_in_batch says; left to decide, the Trainer took that as already scaled for accumulation and
-    # loss and gradients came out grad_accum x. No model is handed the count; the Trainer divides.
-    trainer.model_accepts_loss_kwargs, trainer.loss_is_scaled_for_ga = False, False
+    common.per_batch_mean_loss(trainer)
     common.quiet_trainer(trainer)
     trainer.add_callback(common.monitor_callback(run))
     output = trainer.train(resume_from_checkpoint=common.resume_checkpoint(recipe, run))

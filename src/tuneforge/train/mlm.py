@@ -84,10 +84,7 @@ def train_mlm(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     trainer = Trainer(model=model, args=args, train_dataset=_dataset(blocks["train"]),
                       eval_dataset=fixed["val"] if has_val else None, data_collator=_collate(masker),
                       callbacks=stop_callbacks)
-    # BERT-family MLM heads take **kwargs but ignore num_items_in_batch (a per-batch mean): left to decide, the
-    # Trainer took that as already scaled for accumulation, and loss and gradients came out grad_accum x. So
-    # no model is handed the count (each returns its per-batch mean) and the Trainer divides by grad_accum.
-    trainer.model_accepts_loss_kwargs, trainer.loss_is_scaled_for_ga = False, False
+    common.per_batch_mean_loss(trainer)
     common.quiet_trainer(trainer)
     trainer.add_callback(common.monitor_callback(run))
     output = trainer.train(resume_from_checkpoint=common.resume_checkpoint(recipe, run))

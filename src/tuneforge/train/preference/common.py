@@ -274,6 +274,14 @@ def quiet_trainer(trainer) -> None:
         trainer.remove_callback(cls)
 
 
+def per_batch_mean_loss(trainer) -> None:
+    """For heads that take **kwargs but return a per-batch mean whatever num_items_in_batch says (HF's
+    Llama/BERT classification and BERT MLM heads): left to decide, the Trainer took that loss as already
+    scaled for accumulation, and loss and gradients came out grad_accum x. So no model is handed the count
+    and the Trainer divides by grad_accum."""
+    trainer.model_accepts_loss_kwargs, trainer.loss_is_scaled_for_ga = False, False
+
+
 def resume_checkpoint(recipe: Recipe, run: RunContext) -> str | None:
     """An HF Trainer checkpoint to continue from: `resume: <path>`, or the newest one of this run/name."""
     from transformers.trainer_utils import get_last_checkpoint
