@@ -66,7 +66,7 @@ def train_contrastive(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     model, tokenizer = load_model(spec, head="encoder")
     pooling = opts.pooling if opts.pooling != "auto" else checkpoint_pooling(hf_folder(spec))
     model = encoders.prepare_model(model, tokenizer, recipe, task_type="FEATURE_EXTRACTION")
-    max_len = min(recipe.hparams.cutoff_len, getattr(model.config, "max_position_embeddings", 512))
+    max_len = encoders.max_tokens(recipe, tokenizer, model)
     embedder = Embedder(tokenizer, pooling, max_len, recipe.hparams.batch_size)
     warnings = []
     hard = bool(splits.train) and all(p.negative for p in splits.train)

@@ -62,6 +62,14 @@ def check_usable(n_train: int, n_val: int, recipe: Recipe, rejected: list[RowIss
     check(n_train, n_val, recipe, rejected, rejected_path=run.run_dir / "rejected.jsonl")
 
 
+def max_tokens(recipe: Recipe, tokenizer, model) -> int:
+    """Tokens per sequence: hparams.cutoff_len, capped by the model's positions and the tokenizer's limit."""
+    limits = [recipe.hparams.cutoff_len, getattr(model.config, "max_position_embeddings", 512)]
+    if 0 < (tokenizer.model_max_length or 0) < 1_000_000:
+        limits.append(tokenizer.model_max_length)
+    return min(limits)
+
+
 def read_splits(recipe: Recipe, convert: Callable[[Record], Record]):
     """Every source read and `convert`ed (a RowProblem rejects the record with its reason), then split by
     the sources' `split:` and the recipe's ratios (seeded). Returns (Splits, rejected RowIssues)."""

@@ -58,7 +58,7 @@ def train_mlm(recipe: Recipe, run: RunContext) -> dict[str, Any]:
     opts, splits, rejected = encoders.begin(recipe, MLMOptions, _as_text, DECODER_HINT)
     set_seed(recipe.seed)  # the fresh head's initialisation, so a resumed run continues the same model
     model, tokenizer, fresh = load_masked_lm(recipe)
-    block = block_size(recipe, tokenizer, model)
+    block = encoders.max_tokens(recipe, tokenizer, model)
     blocks = {name: pack(tokenizer, splits[name], block, opts.whole_word_mask) for name in ("train", "val", "test")}
     encoders.check_usable(len(blocks["train"]["input_ids"]), len(blocks["val"]["input_ids"]), recipe, rejected, run)
     recipe, chosen = common.resolve_hparams(recipe, len(blocks["train"]["input_ids"]))
@@ -144,13 +144,6 @@ def checkpoint_keys(folder) -> set[str]:
         with safe_open(str(path), "pt") as fh:
             keys.update(fh.keys())
     return keys
-
-
-def block_size(recipe: Recipe, tokenizer, model) -> int:
-    limits = [recipe.hparams.cutoff_len, getattr(model.config, "max_position_embeddings", 512)]
-    if 0 < (tokenizer.model_max_length or 0) < 1_000_000:
-        limits.append(tokenizer.model_max_length)
-    return min(limits)
 
 
 def pack(tokenizer, docs: list[Text], block: int, offsets: bool) -> dict[str, list]:
