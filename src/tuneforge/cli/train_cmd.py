@@ -104,7 +104,7 @@ def stop_cmd(
     from tuneforge.train.runs import resolve_run
 
     info = resolve_run(run, directory)
-    if info.status != "running":
-        raise ConfigError(f"{info.path}: not running (status {info.status}); nothing to stop")
-    request_stop(info.path)
+    status = request_stop(info.path)
+    if status is not None:
+        raise ConfigError(f"{info.path}: not running (status {status}); nothing to stop")
     console.print(f"stop requested: {info.path} stops after its current step (status `stopped`, with a checkpoint)")

@@ -102,16 +102,19 @@ def write_status(run_dir: Path, status: str) -> None:
     os.replace(tmp, Path(run_dir) / "status")
 
 
-def request_stop(run_dir: str | Path) -> Path:
-    """Ask a running run to stop cleanly (`tuneforge stop`, the web UI's Stop button).
+def request_stop(run_dir: str | Path) -> str | None:
+    """Ask a running run to stop cleanly (`tuneforge stop`, the web UI's Stop button). Returns None when
+    the request was written, else the status of a run that is not running (nothing is written then).
 
-    A file rather than a signal: any process that can write the folder can ask, the trainer picks it up
-    between optimizer steps (a checkpoint is saved, status `stopped`, `resume: auto` continues), and a
-    request for a run that has already ended changes nothing.
+    A file rather than a signal: any process that can write the folder can ask, and the trainer picks it
+    up between optimizer steps (a checkpoint is saved, status `stopped`, `resume: auto` continues).
     """
-    path = Path(run_dir) / STOP_REQUEST
-    path.write_text(_dt.datetime.now().isoformat(timespec="seconds") + "\n", encoding="utf-8")
-    return path
+    status = read_status(Path(run_dir))
+    if status != "running":
+        return status
+    (Path(run_dir) / STOP_REQUEST).write_text(_dt.datetime.now().isoformat(timespec="seconds") + "\n",
+                                              encoding="utf-8")
+    return None
 
 
 def stop_requested(run_dir: str | Path) -> bool:

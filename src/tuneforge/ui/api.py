@@ -145,12 +145,10 @@ def _register_runs(app: FastAPI, state: UIState) -> None:
 
     @app.post("/api/runs/{name}/stop")
     def stop(name: str) -> JSONResponse:
-        run_dir = state.find_run(name)
-        status = read_status(run_dir)
-        if status != "running":
+        status = request_stop(state.find_run(name))
+        if status is not None:
             return JSONResponse({"error": f"{name} is not running (status {status}); nothing to stop"},
                                 status_code=409)
-        request_stop(run_dir)
         return JSONResponse({"message": f"stop requested: {name} stops after its current step, "
                                         "with a checkpoint", "stop_requested": True})
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.train.runfolder import read_status, request_stop
+from tuneforge.train.runfolder import request_stop
 
 _JOB_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$")
 _LOG_TAIL_BYTES = 64_000
@@ -120,8 +120,7 @@ class JobManager:
         self.refresh()
         job = self.get(job_id)
         proc = self._procs.get(job_id)
-        if job.run_dir is not None and read_status(Path(job.run_dir)) == "running":
-            request_stop(job.run_dir)
+        if job.run_dir is not None and request_stop(job.run_dir) is None:
             return "stop requested"
         if proc is None or proc.poll() is not None:
             return "already ended"
