@@ -141,12 +141,20 @@ def read_status(run_dir: Path) -> str:
     return status
 
 
-def _owner_alive(run_dir: Path) -> bool:
+def read_owner(run_dir: str | Path) -> tuple[int, str] | None:
+    """(pid, host) of the process that last opened the run (its `pid` file), or None without a readable one."""
     try:
-        pid_text, _, host = (run_dir / "pid").read_text(encoding="utf-8").strip().partition("@")
-        pid = int(pid_text)
+        pid_text, _, host = (Path(run_dir) / "pid").read_text(encoding="utf-8").strip().partition("@")
+        return int(pid_text), host
     except (OSError, ValueError):
+        return None
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    owner = read_owner(run_dir)
+    if owner is None:
         return True  # no record: assume it is running
+    pid, host = owner
     if host != platform.node():
         return True  # another machine's process: cannot tell
     try:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.train.runfolder import request_stop
+from tuneforge.train.runfolder import read_owner, request_stop
 
 _JOB_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$")
 _LOG_TAIL_BYTES = 64_000
@@ -156,15 +156,15 @@ class JobManager:
 
     def _find_run_dir(self, job: Job) -> str | None:
         """The run folder whose `pid` file the job's process wrote (after the job started: pids recur)."""
-        mark = f"{job.pid}@{platform.node()}"
+        mine = (job.pid, platform.node())
         for root in self.roots:
             for folder in root.iterdir() if root.is_dir() else []:
                 try:
-                    pid_file = folder / "pid"
-                    if pid_file.stat().st_mtime >= job.started - 1 and pid_file.read_text(encoding="utf-8").strip() == mark:
-                        return str(folder)
+                    fresh = (folder / "pid").stat().st_mtime >= job.started - 1
                 except OSError:
                     continue
+                if fresh and read_owner(folder) == mine:
+                    return str(folder)
         return None
 
     def _save(self, job: Job) -> None:
