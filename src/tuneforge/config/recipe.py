@@ -56,9 +56,13 @@ def dump_recipe(recipe: Recipe, path: str | Path) -> Path:
     """Write the resolved recipe (all defaults filled in) as YAML."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = recipe.model_dump(mode="json")
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path.write_text(recipe_yaml(recipe), encoding="utf-8")
     return path
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """The resolved recipe (all defaults filled in) as YAML text."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

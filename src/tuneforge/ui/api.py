@@ -96,7 +96,7 @@ class UIState:
         if bool(req.example) == bool(req.text):
             raise ConfigError("send either `example` (a name from /api/examples) or `text` (recipe YAML)")
         if req.example:
-            return recipes.example_path(self._abs(self.settings.examples_dir), req.example), None
+            return recipes.example_path(self.settings.examples_root, req.example), None
         return recipes.save_draft(self.settings.state_dir / "drafts", req.text), "recipe text"
 
     def validate(self, req: RecipeRequest) -> tuple[Path, dict[str, Any]]:
@@ -104,8 +104,6 @@ class UIState:
         return path, recipes.validate_recipe(path, req.overrides, self.settings.roots,
                                              Path(self.settings.cwd), origin=origin)
 
-    def _abs(self, path: Path) -> Path:
-        return (Path(self.settings.cwd) / path).resolve()
 
 
 def register_api(app: FastAPI, state: UIState) -> None:
@@ -118,7 +116,7 @@ def _register_runs(app: FastAPI, state: UIState) -> None:
     @app.get("/api/config")
     def config() -> dict[str, Any]:
         roots = [str(r) for r in state.settings.roots]
-        return {"runs_dirs": roots, "examples_dir": str(state._abs(state.settings.examples_dir)),
+        return {"runs_dirs": roots, "examples_dir": str(state.settings.examples_root),
                 "default_overrides": [f"output_dir={roots[0]}"]}
 
     @app.get("/api/runs")
@@ -163,7 +161,7 @@ def _register_runs(app: FastAPI, state: UIState) -> None:
 def _register_new_runs(app: FastAPI, state: UIState) -> None:
     @app.get("/api/examples")
     def examples() -> dict[str, Any]:
-        return {"examples": recipes.list_examples(state._abs(state.settings.examples_dir))}
+        return {"examples": recipes.list_examples(state.settings.examples_root)}
 
     @app.post("/api/recipes/validate")
     def validate(req: RecipeRequest) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def save_draft(drafts_dir: Path, text: str) -> Path:
 def validate_recipe(path: Path, overrides: Iterable[str], allowed_dirs: list[Path], cwd: Path,
                     origin: str | None = None) -> dict[str, Any]:
     """{ok, message (the CLI's text), problems [{path, message}], recipe_yaml (resolved), name, output_dir}."""
-    from tuneforge.config.recipe import load_recipe
+    from tuneforge.config.recipe import load_recipe, recipe_yaml
 
     overrides = [o for o in (s.strip() for s in overrides) if o]
     try:
@@ -74,10 +74,7 @@ def validate_recipe(path: Path, overrides: Iterable[str], allowed_dirs: list[Pat
         lines = [f"{origin or path}: cannot start this run ({len(problems)} problem(s))"]
         lines += [f"  - `{p['path']}`: {p['message']}" if p["path"] else f"  - {p['message']}" for p in problems]
         message = "\n".join(lines)
-    import yaml
-
-    resolved = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)  # as dump_recipe
-    return {"ok": not problems, "message": message, "problems": problems, "recipe_yaml": resolved,
+    return {"ok": not problems, "message": message, "problems": problems, "recipe_yaml": recipe_yaml(recipe),
             "name": recipe.name, "output_dir": recipe.output_dir, "overrides": overrides}
 
 

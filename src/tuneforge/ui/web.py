@@ -45,13 +45,18 @@ class UISettings:
 
     @property
     def roots(self) -> list[Path]:
-        return [self._abs(self.runs_dir)] + [self._abs(d) for d in self.allow_dirs]
+        return [self.resolve(self.runs_dir)] + [self.resolve(d) for d in self.allow_dirs]
 
     @property
     def state_dir(self) -> Path:
         return self.roots[0] / ".ui"
 
-    def _abs(self, path: Path) -> Path:
+    @property
+    def examples_root(self) -> Path:
+        return self.resolve(self.examples_dir)
+
+    def resolve(self, path: Path) -> Path:
+        """A folder given relative to where the dashboard was started, made absolute."""
         return (Path(self.cwd) / path).resolve()
 
 
@@ -158,7 +163,7 @@ def check_folders(settings: UISettings) -> list[str]:
                ("--examples-dir", settings.examples_dir)]
     notes = []
     for option, path in options:
-        where = settings._abs(path)
+        where = settings.resolve(path)
         if where.exists() and not where.is_dir():
             raise ConfigError(f"{option} {path}: is a file; expected a folder")
         if where.exists():
