@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -159,6 +160,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], origin
     lines = [f"{origin}: invalid recipe ({exc.error_count()} problem(s))"]
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
+        while loc and _UNION_TAG.fullmatch(loc[-1]):  # pydantic names the union branch it tried: not a key
+            loc.pop()
         dotted = ".".join(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -180,6 +183,9 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], origin
             msg = f"`{dotted}`: {err['msg']} (got {err.get('input')!r})"
         lines.append("  - " + msg)
     return "\n".join(lines)
+
+
+_UNION_TAG = re.compile(r"float|int|str|bool|none|(literal|list|dict)\[.*\]")
 
 
 def _literal_choices(expected: str) -> list[str]:

@@ -15,7 +15,6 @@ from tuneforge.errors import ConfigError, TuneforgeError
 _EXAMPLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.ya?ml$")
 _FIELD = re.compile(r"`([^`]+)`")
 # pydantic names the union branch it tried (`hparams.learning_rate.float`): the page marks the field itself
-_UNION_TAG = re.compile(r"(\.(float|int|str|bool|none|literal\[.*\]|list\[.*\]|dict\[.*\]))+$")
 MAX_RECIPE_BYTES = 256_000
 
 
@@ -89,8 +88,6 @@ def problems_of(message: str) -> list[dict[str, Any]]:
         field = found.group(1) if found else None
         if field and line.startswith("override "):
             field = field.partition("=")[0]
-        elif field:
-            field = _UNION_TAG.sub("", field)
         out.append({"path": field, "message": line})
     return out
 
