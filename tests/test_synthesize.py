@@ -392,3 +392,14 @@ def test_recipe_seed_paths_are_relative_to_the_recipe_file(tmp_path):
     (tmp_path / "recipes" / "r.yaml").write_text("synthesize: {seeds: seeds.jsonl}\n")
     recipe = load_recipe(tmp_path / "recipes" / "r.yaml")
     assert recipe.synthesize.seeds == str(tmp_path / "recipes" / "seeds.jsonl")
+
+
+def test_local_generator_loads_a_run_by_its_folder_or_final(tmp_path, tiny_model_dir, one_torch_thread):
+    from test_train_common import make_recipe
+
+    from tuneforge.data.synthesize import LocalGenerator
+    from tuneforge.train import train
+
+    result = train(make_recipe(tmp_path, tiny_model_dir, "hparams.epochs=1"), quiet=True)
+    for spec in (result.run_dir, result.run_dir / "final"):
+        assert LocalGenerator.load(str(spec), threads=1).name == f"run:{result.run_dir.name}"

@@ -81,18 +81,21 @@ class LocalGenerator:
 
     @classmethod
     def load(cls, spec: str, *, top_p: float = 1.0, batch_size: int = 8, threads: int | None = None) -> "LocalGenerator":
-        """`spec`: an alias, HF folder or .gguf file (load_model) or a tuneforge run folder (load_run_model)."""
+        """`spec`: a tuneforge run (folder, final/, checkpoint or name; base + adapter, the run's tokenizer)
+        or an alias, HF folder or .gguf file (load_model)."""
+        from tuneforge.errors import ModelError
+        from tuneforge.train.runs import load_run_model, resolve_run
         from tuneforge.train.threads import configure_threads
 
         configure_threads(threads)
         path = Path(spec).expanduser()
-        folders = (path, path.parent) if path.name == "final" else (path,)
-        run_dir = next((p for p in folders if p.is_dir() and (p / "recipe.yaml").is_file()), None)
-        if run_dir is not None:  # a run folder or its final/: base + adapter, with the run's tokenizer
-            from tuneforge.train.runs import load_run_model
-
-            model, tokenizer = load_run_model(path)
-            name = f"run:{run_dir.resolve().name}"
+        try:
+            run = resolve_run(path)
+        except ModelError:
+            run = None
+        if run is not None:
+            model, tokenizer = load_run_model(run)
+            name = f"run:{run.name}"
         else:
             from tuneforge.models import load_model
 
