@@ -47,7 +47,7 @@ class ChatModel:
             self.state, self.run, self.error, self.load_s = "loading", info.name, None, None
             self._model = self._tokenizer = None
         gc.collect()
-        threading.Thread(target=self._load, args=(Path(run_dir),), name="tuneforge-ui-chat-load",
+        threading.Thread(target=self._load, args=(info,), name="tuneforge-ui-chat-load",
                          daemon=True).start()
         return self.status()
 
@@ -61,12 +61,13 @@ class ChatModel:
         with self._generate:
             return chat_reply(model, tokenizer, messages, **settings)
 
-    def _load(self, run_dir: Path) -> None:
+    def _load(self, info) -> None:
+        """In a thread: the run's model (`info`, the RunInfo `load` read: not resolved a second time)."""
         from tuneforge.train.runs import load_run_model
 
         started = time.perf_counter()
         try:
-            model, tokenizer = load_run_model(run_dir)
+            model, tokenizer = load_run_model(info)
         except Exception as exc:  # shown on the page; a bad run must not take the dashboard down
             with self._lock:
                 self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
