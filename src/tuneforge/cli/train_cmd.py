@@ -34,8 +34,10 @@ def train_cmd(
     overrides = list(overrides_ or []) + list(set_)
     if resume is not None:
         overrides.append(f"resume={resume}")
+    from tuneforge.train.distributed import is_main_process
+
     result = train(load_recipe(recipe, overrides), quiet=quiet)
-    if not quiet:
+    if not quiet and is_main_process():
         best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "-"
         console.print(f"{result.status}: {result.run_dir} (best val loss {best}, {result.steps} steps)")
 

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from tuneforge.config.base import Section
+from tuneforge.config.distributed import DistributedConfig
 from tuneforge.config.search import SearchConfig
 from tuneforge.config.sections import DataConfig, EvalConfig, HParams, MethodConfig, ModelConfig
 from tuneforge.config.synthesize import SynthesizeConfig
@@ -29,6 +30,8 @@ class Recipe(Section):
     output_dir: str = "runs"
     seed: int = 42
     resume: bool | str = Field(False, description="false, true/auto (newest checkpoint), or a path")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="how several processes share the run (one: ignored)")
     search: SearchConfig = Field(default_factory=SearchConfig, description="used by `tuneforge search` only")
     synthesize: SynthesizeConfig = Field(
         default_factory=SynthesizeConfig, description="used by `tuneforge data synthesize` only")
@@ -89,6 +92,7 @@ def _resolve_relative_paths(raw: dict[str, Any], base_dir: Path) -> None:
     sources = data if isinstance(data, list) else (data or {}).get("sources", []) if isinstance(data, dict) else []
     holders = [(src, ("path", "dataset_info")) for src in (sources if isinstance(sources, list) else [])]
     holders.append((raw.get("synthesize"), ("seeds",)))
+    holders.append((raw.get("distributed"), ("accelerate_config",)))
     for holder, keys in holders:
         if not isinstance(holder, dict):
             continue

@@ -34,18 +34,29 @@ def train(
     `quiet=True` prints nothing (for notebooks and other tools); `stop_hook(step) -> True` stops cleanly
     after that optimizer step with a checkpoint, status `stopped` (resume with `resume: auto`); so does a
     `stop-request` file in the run folder (`runfolder.request_stop`, `tuneforge stop RUN`).
+
+    Under a launcher (`tuneforge train --nproc N`, `accelerate launch`, `torchrun`, or a Ray Train worker whose
+    process group is already up) every process calls this with the same recipe; they share the work as
+    `recipe.distributed` says, process 0 writes the run folder and prints (docs/distributed.md).
     """
     from rich.console import Console as _Console
 
+    from tuneforge.train import distributed
     from tuneforge.train.methods import PREFERENCE_OBJECTIVES, check_method_supported
     from tuneforge.train.monitor import check_trackers
     from tuneforge.ui.console import console as shared_console
 
-    if quiet:
+    if quiet or not distributed.is_main_process():
         console = _Console(quiet=True)
     console = console or shared_console
     check_method_supported(recipe.method)  # before loading anything: e.g. qlora without a GPU
     check_trackers(recipe.hparams.report_to)
+    distributed.check_launch(recipe)
+    if recipe.method.objective == "ppo":
+        from tuneforge.train.preference.ppo import check_single_process
+
+        check_single_process()
+    distributed.start_processes(recipe)
     if recipe.method.objective in PREFERENCE_OBJECTIVES:
         return _train_preference(recipe, console, stop_hook)
     if recipe.method.objective == "classification":

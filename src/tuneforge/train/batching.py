@@ -4,6 +4,12 @@ Each epoch: shuffle with a (seed, epoch) RNG, cut the order into mega-batches, s
 length and slice it into batches, then shuffle the batch order. Epochs stay random while a batch holds
 examples of similar length, so padding to the batch maximum wastes little compute.
 
+With several processes each global batch is shared out by rows (`rank`, `world`): rank r takes rows r, r + world,
+... of the batch's length-sorted rows, so the shares have similar lengths, and every process gets a batch at every
+index (DDP/FSDP need the same number of forward/backward passes everywhere). A process whose share is empty (a
+batch with fewer rows than processes) gets a stand-in: one row with no trained token, which adds nothing to the
+loss or the gradients but takes part in the collectives. Every example is trained on exactly once per epoch.
+
 Packing puts several examples in one row (up to max_len) with position ids restarting at 0 per example and
 a block-diagonal causal 4D mask, so no example attends to another: on CPU/SDPA transformers only detects
 packed sequences from position_ids with flash attention, so the mask is built here explicitly.
@@ -28,10 +34,13 @@ class Batch:
     position_ids: torch.Tensor | None = None  # (B, L), restarting at 0 per packed example
     seq_lens: list[list[int]] | None = None  # per row, the lengths of the examples packed in it
     example_ids: list[list[int]] | None = None  # per row, the indices of its examples
+    stand_in: bool = False  # an empty share's placeholder row: no trained token, no throughput
 
     @property
     def n_tokens(self) -> int:
         """Real (non-padding) tokens: what throughput counts."""
+        if self.stand_in:
+            return 0
         if self.seq_lens is not None:
             return sum(sum(row) for row in self.seq_lens)
         return int(self.attention_mask.sum())
@@ -79,12 +88,13 @@ class Batch:
         pick = lambda t: None if t is None else t[index, :width]  # noqa: E731
         seq_lens = None if self.seq_lens is None else [self.seq_lens[r] for r in rows]
         example_ids = None if self.example_ids is None else [self.example_ids[r] for r in rows]
-        return Batch(pick(self.input_ids), mask, pick(self.labels), pick(self.position_ids), seq_lens, example_ids)
+        return Batch(pick(self.input_ids), mask, pick(self.labels), pick(self.position_ids), seq_lens, example_ids,
+                     self.stand_in)
 
     def to(self, device) -> Batch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.labels),
-                     move(self.position_ids), self.seq_lens, self.example_ids)
+                     move(self.position_ids), self.seq_lens, self.example_ids, self.stand_in)
 
 
 class _LazyBatches(Sequence):
@@ -113,25 +123,46 @@ class LengthGroupedBatcher:
         max_len: int | None = None,
         mega_batch_factor: int = 50,
         epoch_indices: Callable[[int], list[int]] | None = None,
+        rank: int = 0,
+        world: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, {world}), got {rank}")
         if not examples:
             raise ValueError("no examples to batch")
         self.examples = examples
         self.batch_size, self.seed, self.pad_id = batch_size, seed, pad_id
         self.packing, self.mega_batch_factor = packing, max(1, mega_batch_factor)
         self.epoch_indices = epoch_indices  # a task mixture's draw for the epoch (repeats allowed)
+        self.rank, self.world = rank, world
         longest = max(len(e.input_ids) for e in examples)
         self.max_len = max_len or longest
         if packing and longest > self.max_len:
             raise ValueError(f"an example has {longest} tokens, more than max_len={self.max_len}")
 
     def num_batches(self, epoch: int) -> int:
+        """Global batches in the epoch (the same on every process)."""
         return len(self._plan(epoch))
 
     def batches(self, epoch: int) -> Sequence[Batch]:
-        return _LazyBatches(self._build, self._plan(epoch))
+        """This process's share of each global batch of the epoch (the whole batch in one process)."""
+        return _LazyBatches(self._build_share, self._plan(epoch))
+
+    def share(self, rows: list[list[int]]) -> list[list[int]]:
+        """The rows of a global batch this process trains on (empty: it gets a stand-in)."""
+        return rows[self.rank :: self.world]
+
+    def _build_share(self, rows: list[list[int]]) -> Batch:
+        mine = self.share(rows)
+        return self._build(mine) if mine else self._stand_in(rows[0])
+
+    def _stand_in(self, row: list[int]) -> Batch:
+        batch = self._build([row])
+        batch.labels.fill_(IGNORE_INDEX)
+        batch.example_ids, batch.stand_in = [], True
+        return batch
 
     # -- planning: which example indices go in which row of which batch ------------------------------
     def _plan(self, epoch: int) -> list[list[list[int]]]:

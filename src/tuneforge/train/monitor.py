@@ -58,19 +58,22 @@ def truncate_metrics(path: Path, after_step: int) -> None:
 
 
 class Monitor:
+    """Only process 0 of a run writes (metrics, plot, trackers, progress); elsewhere every call does nothing."""
+
     def __init__(self, run: RunContext, total_steps: int, start_step: int = 0) -> None:
         self.run = run
         self.total_steps = total_steps
         self.start_step = start_step
-        self.rows: list[dict[str, Any]] = read_metrics(run.metrics_path)
-        self._fh = open(run.metrics_path, "a", encoding="utf-8")
-        self._trackers = open_trackers(run)
+        self.writes = run.is_main
+        self.rows: list[dict[str, Any]] = read_metrics(run.metrics_path) if self.writes else []
+        self._fh = open(run.metrics_path, "a", encoding="utf-8") if self.writes else None
+        self._trackers = open_trackers(run) if self.writes else []
         self._last_plot = time.monotonic()
         self._progress: Progress | None = None
         self._task = None
 
     def __enter__(self) -> "Monitor":
-        if not self.run.console.quiet:
+        if self.writes and not self.run.console.quiet:
             self._progress = Progress(
                 TextColumn("step {task.completed}/{task.total}"),
                 BarColumn(),
@@ -94,7 +97,7 @@ class Monitor:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        if not self._fh.closed:
+        if self._fh is not None and not self._fh.closed:
             self._fh.close()
             self.plot()
         for tracker in self._trackers:
@@ -102,6 +105,8 @@ class Monitor:
         self._trackers = []
 
     def log(self, row: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         row = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
         self.rows.append(row)
         self._fh.write(json.dumps(row) + "\n")
@@ -118,7 +123,8 @@ class Monitor:
             self._progress.update(self._task, completed=step, info=info)
 
     def print(self, message: str) -> None:
-        self.run.console.print(message)
+        if self.writes:
+            self.run.console.print(message)
 
     def plot(self) -> Path | None:
         self._last_plot = time.monotonic()

@@ -76,12 +76,14 @@ def tokenize_by_task(splits, tokenizer, recipe: Recipe, cache) -> tuple[dict[str
     return datasets, plan
 
 
-def val_groups(plan: TaskPlan, examples, batch_size: int, seed: int, pad_id: int) -> dict[str, list]:
-    """Validation batches per task (multitask) or one group of all of them."""
+def val_groups(plan: TaskPlan, examples, batch_size: int, seed: int, pad_id: int, rank: int = 0,
+               world: int = 1) -> dict[str, list]:
+    """Validation batches per task (multitask) or one group of all of them (this process's share of each)."""
     from tuneforge.train.batching import LengthGroupedBatcher
 
     def batches(part):
-        return list(LengthGroupedBatcher(part, batch_size, seed, pad_id).batches(0)) if part else []
+        return list(LengthGroupedBatcher(part, batch_size, seed, pad_id, rank=rank, world=world).batches(0)) \
+            if part else []
 
     if not plan.per_task:
         return {"all": batches(examples)} if examples else {}

@@ -38,6 +38,7 @@ class RunContext:
     console: Console
     resume_from: Path | None = None  # a valid checkpoint folder when resuming
     extras: dict[str, Any] = field(default_factory=dict)
+    is_main: bool = True  # process 0 of the run (the only one when alone): the one that writes the folder
 
     @property
     def final_dir(self) -> Path:
@@ -48,21 +49,26 @@ class RunContext:
         return self.run_dir / "metrics.jsonl"
 
     def set_status(self, status: str) -> None:
-        write_status(self.run_dir, status)
+        if self.is_main:
+            write_status(self.run_dir, status)
 
     def supervise(self, body: Callable[[], "RunResult"]) -> "RunResult":
         """Run a trainer's body and record how it ended: status stopped on Ctrl-C, failed on any other
-        exception (re-raised either way), else the result's status plus summary.json."""
+        exception (re-raised either way), else the result's status plus summary.json.
+
+        A failure in any process marks the run failed (the launcher then ends the others, which could not
+        record it); a Ctrl-C reaches every process, and process 0 records it."""
         try:
             result = body()
         except KeyboardInterrupt:
             self.set_status("stopped")
             raise
         except BaseException:
-            self.set_status("failed")
+            write_status(self.run_dir, "failed")
             raise
         self.set_status(result.status)
-        result.write_summary()
+        if self.is_main:
+            result.write_summary()
         return result
 
 
@@ -97,7 +103,7 @@ class RunResult:
 def write_status(run_dir: Path, status: str) -> None:
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}")
-    tmp = Path(run_dir) / ".status.tmp"
+    tmp = Path(run_dir) / f".status-{os.getpid()}.tmp"  # processes of one run may each record a failure
     tmp.write_text(status + "\n", encoding="utf-8")
     os.replace(tmp, Path(run_dir) / "status")
 
@@ -217,21 +223,29 @@ def _runs_of(output_dir: str | Path, name: str) -> list[Path]:
 
 def start_run(recipe: Recipe, console: Console, resume_from: Path | None = None,
               data_files: list[str] | None = None) -> RunContext:
-    """Create the run folder (or reuse the resumed one) and write recipe.yaml, manifest.json, status."""
-    if resume_from is not None:
-        run_dir = Path(resume_from).parent.parent
-    else:
-        run_dir = new_run_dir(recipe.output_dir, recipe.name)
-    dump_recipe(recipe, run_dir / "recipe.yaml")
-    (run_dir / STOP_REQUEST).unlink(missing_ok=True)  # the request that stopped it, when resuming
-    write_manifest(run_dir, recipe, data_files or [])
-    write_status(run_dir, "running")
-    (run_dir / "pid").write_text(f"{os.getpid()}@{platform.node()}\n", encoding="utf-8")
-    return RunContext(recipe=recipe, run_dir=run_dir, console=console, resume_from=resume_from)
+    """Create the run folder (or reuse the resumed one) and write recipe.yaml, manifest.json, status.
+
+    With several processes, process 0 does it and the others get its folder (they wait for it here)."""
+    from tuneforge.train.distributed import is_main_process, share_from_main
+
+    main = is_main_process()
+    run_dir = None
+    if main:
+        run_dir = Path(resume_from).parent.parent if resume_from is not None else new_run_dir(recipe.output_dir,
+                                                                                            recipe.name)
+        dump_recipe(recipe, run_dir / "recipe.yaml")
+        (run_dir / STOP_REQUEST).unlink(missing_ok=True)  # the request that stopped it, when resuming
+        write_manifest(run_dir, recipe, data_files or [])
+        write_status(run_dir, "running")
+        (run_dir / "pid").write_text(f"{os.getpid()}@{platform.node()}\n", encoding="utf-8")
+    run_dir = Path(share_from_main(str(run_dir) if main else None))
+    return RunContext(recipe=recipe, run_dir=run_dir, console=console, resume_from=resume_from, is_main=main)
 
 
 def write_manifest(run_dir: Path, recipe: Recipe, data_files: list[str]) -> Path:
     import torch
+
+    from tuneforge.train.distributed import describe_batch, process_count
 
     manifest = {
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -246,6 +260,7 @@ def write_manifest(run_dir: Path, recipe: Recipe, data_files: list[str]) -> Path
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
         "torch_threads": torch.get_num_threads(),
+        "distributed": describe_batch(recipe, process_count()),  # per-process batch x processes x grad_accum
     }
     path = Path(run_dir) / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")

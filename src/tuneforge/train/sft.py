@@ -21,12 +21,15 @@ from tuneforge.config.recipe import Recipe
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train import preflight as pf
 from tuneforge.train.auto import resolve_auto
+from tuneforge.train.distributed import (LossModule, Processes, batch_line, build_processes, describe_batch, inner,
+                                        local, per_process_batch)
 from tuneforge.train.loss import LossFn
 from tuneforge.train.methods import apply_method, count_parameters, describe_parameters, load_for_training
 from tuneforge.train.monitor import Monitor, check_finite, truncate_metrics
 from tuneforge.train.multitask import TaskPlan
 from tuneforge.train.optim import build_optimizer, build_scheduler
 from tuneforge.train.runfolder import RunContext, RunResult, find_resume_point, start_run, with_stop_request
+from tuneforge.train.runs import load_run_model
 
 StopHook = Callable[[int], bool]
 
@@ -118,13 +121,8 @@ def file_rejected(run: RunContext, job: Prepared) -> None:
     """The rows the readers refused go into the run folder with their reason (nothing is lost silently)."""
     from tuneforge.data.issues import write_issues
 
-    if job.rejected:
+    if job.rejected and run.is_main:
         write_issues(job.rejected, run.run_dir / "rejected.jsonl")
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device if _is_quantized(model) else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
 
 
 def _is_quantized(model: Any) -> bool:
@@ -147,7 +145,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_model(run: RunContext, job: Prepared) -> Any:
+def setup_model(run: RunContext, job: Prepared, device: torch.device) -> Any:
     recipe, hp = job.recipe, job.recipe.hparams
     seed_everything(recipe.seed)  # adapter init and dropout are part of the reproducible result
     model = apply_method(job.model, job.tokenizer, recipe.method, hp)
@@ -156,7 +154,7 @@ def setup_model(run: RunContext, job: Prepared) -> Any:
         if hasattr(model, "config"):
             model.config.use_cache = False
     if not _is_quantized(model):
-        model.to(_device(model))
+        model.to(device)
     if hp.compile:
         model.compile()  # in place, so save_pretrained and parameter names are unchanged
     trainable, total = count_parameters(model)
@@ -167,70 +165,82 @@ def setup_model(run: RunContext, job: Prepared) -> Any:
 
 # -- one optimizer step, one evaluation --------------------------------------------------------------
 
-def train_step(model, optimizer, scheduler, micro_batches, recipe: Recipe, device, autocast,
-               loss_fn: LossFn | None = None) -> tuple[float, int]:
-    """Accumulate over micro-batches, average per trained token, clip, step. Returns (mean loss, input tokens).
-
-    Gradients of the summed loss are divided by the step's token count once at the end, so every trained
-    token weighs the same however the tokens fall across micro-batches. A non-finite loss skips the update.
-    `loss_fn` replaces the causal-LM loss (it must return a sum over trained tokens, like causal_lm_loss).
-    """
+def _loss_module(model, loss_fn: LossFn | None, recipe: Recipe):
+    """The prepared LossModule the loop passes, or a model of a library caller wrapped on the spot."""
     from tuneforge.train.loss import causal_lm_loss
 
-    hp = recipe.hparams
-    loss_fn = loss_fn or causal_lm_loss
-    model.train()
-    loss_sum, n_labels, n_input = 0.0, 0, 0
-    for batch in micro_batches:
-        batch = batch.to(device)
-        with autocast():
-            out = loss_fn(model, batch, hp.loss_chunk_size)
-        out.loss_sum.backward()
-        loss_sum += float(out.loss_sum.detach())
-        n_labels += out.n_tokens
+    if isinstance(inner(model), LossModule):
+        return model
+    return LossModule(model, loss_fn or causal_lm_loss, recipe.hparams.loss_chunk_size)
+
+
+def train_step(model, optimizer, scheduler, micro_batches, recipe: Recipe, device, autocast,
+               loss_fn: LossFn | None = None, procs: Processes | None = None) -> tuple[float, int]:
+    """Accumulate over micro-batches, average per trained token, clip, step. Returns (mean loss, input tokens).
+
+    Gradients of the summed loss are divided by the step's token count (over all processes) once at the end, so
+    every trained token weighs the same however the tokens fall across micro-batches and processes. A non-finite
+    loss skips the update. `model` is the loop's prepared LossModule, or a model (trained with `loss_fn`, which
+    must return a sum over trained tokens like causal_lm_loss, in this one process when `procs` is None).
+    """
+    procs = procs or local(device)
+    module = _loss_module(model, loss_fn, recipe)
+    module.train()
+    # DeepSpeed scales the loss before backward, so the global count comes first (one small all-reduce).
+    global_tokens = procs.sum([sum(b.n_label_tokens for b in micro_batches)])[0]
+    loss_sum, n_input = 0.0, 0
+    for i, batch in enumerate(micro_batches):
+        with procs.micro_batch(module, last=i == len(micro_batches) - 1):
+            with autocast():
+                batch_loss, _, _ = module(batch.to(device))
+            procs.backward(batch_loss, global_tokens)
+        loss_sum += float(batch_loss.detach())
         n_input += batch.n_tokens
-    loss = loss_sum / max(n_labels, 1)
-    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
-    if math.isfinite(loss) and n_labels > 0:
-        for p in params:
-            p.grad.div_(n_labels)
-        if hp.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
+    loss_sum, n_input = procs.sum([loss_sum, n_input])
+    loss = loss_sum / max(global_tokens, 1)
+    if math.isfinite(loss) and global_tokens > 0:
+        procs.per_token_gradients(module, global_tokens, recipe.hparams.max_grad_norm)
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss, n_input
+    return loss, int(n_input)
 
 
 @torch.no_grad()
 def loss_sums(model, batches, recipe: Recipe, device, autocast) -> tuple[float, int, int]:
-    """(summed loss, trained tokens, correctly predicted tokens) over `batches`."""
+    """(summed loss, trained tokens, correctly predicted tokens) over `batches`, in this process."""
     from tuneforge.train.loss import causal_lm_loss
 
-    model.eval()
+    module = _loss_module(model, causal_lm_loss, recipe)
+    module.eval()
     loss_sum, n_tokens, n_correct = 0.0, 0, 0
     for batch in batches:
         with autocast():
-            out = causal_lm_loss(model, batch.to(device), recipe.hparams.loss_chunk_size)
-        loss_sum += float(out.loss_sum)
-        n_tokens += out.n_tokens
-        n_correct += out.n_correct
-    model.train()
+            batch_loss, batch_tokens, batch_correct = module(batch.to(device), loss_fn=causal_lm_loss)
+        loss_sum += float(batch_loss)
+        n_tokens += batch_tokens
+        n_correct += batch_correct
+    module.train()
     return loss_sum, n_tokens, n_correct
 
 
-def evaluate_loss(model, val_groups: dict[str, list], job: Prepared, device, autocast) -> dict[str, float]:
-    """val_loss / val_accuracy / val_perplexity, plus per task (`val_loss.<task>`) for multitask runs."""
+def evaluate_loss(model, val_groups: dict[str, list], job: Prepared, procs: Processes,
+                  autocast) -> dict[str, float]:
+    """val_loss / val_accuracy / val_perplexity over every process's share, plus per task (`val_loss.<task>`)
+    for multitask runs."""
     from tuneforge.train.multitask import combine_val
 
-    sums = {task: loss_sums(model, batches, job.recipe, device, autocast) for task, batches in val_groups.items()}
+    local_sums = [loss_sums(model, batches, job.recipe, procs.device, autocast) for batches in val_groups.values()]
+    flat = procs.sum([value for sums in local_sums for value in sums])
+    sums = {task: (flat[3 * i], int(flat[3 * i + 1]), int(flat[3 * i + 2])) for i, task in enumerate(val_groups)}
     return combine_val(sums, job.plan.val_average)
 
 
 # -- the loop -----------------------------------------------------------------------------------------
 
-def _batchers(job: Prepared):
-    """The training batcher (drawing the task mixture each epoch) and the validation batches by task."""
+def _batchers(job: Prepared, procs: Processes):
+    """The training batcher (drawing the task mixture each epoch) and the validation batches by task, each
+    global batch shared out over the processes."""
     from tuneforge.train.batching import LengthGroupedBatcher
     from tuneforge.train.multitask import val_groups
 
@@ -239,8 +249,10 @@ def _batchers(job: Prepared):
     max_len = hp.cutoff_len if hp.packing else None
     train = LengthGroupedBatcher(job.datasets["train"].examples, hp.batch_size, job.recipe.seed, pad_id,
                                  packing=hp.packing, max_len=max_len,
-                                 epoch_indices=job.plan.sampler(job.recipe.seed))
-    val = val_groups(job.plan, job.datasets["val"].examples, hp.batch_size, job.recipe.seed, pad_id)
+                                 epoch_indices=job.plan.sampler(job.recipe.seed), rank=procs.rank,
+                                 world=procs.world)
+    val = val_groups(job.plan, job.datasets["val"].examples, hp.batch_size, job.recipe.seed, pad_id,
+                     rank=procs.rank, world=procs.world)
     return train, val
 
 
@@ -252,10 +264,11 @@ def total_steps(recipe: Recipe, batches_per_epoch: int) -> int:
     return max(1, math.ceil(float(hp.epochs) * steps_per_epoch))
 
 
-def _probe(model, job: Prepared, train_batcher, device, autocast) -> float | None:
+def _probe(trainee, job: Prepared, train_batcher, procs: Processes, autocast) -> float | None:
     """Time a few real steps with a throwaway optimizer; weights and RNG are restored afterwards."""
     hp = job.recipe.hparams
     batches = train_batcher.batches(0)
+    model = procs.unwrap(trainee)
     optimizer = build_optimizer(model, hp, float(hp.learning_rate))
     scheduler = build_scheduler(optimizer, hp, 100)
     # Start mid-epoch: the batcher puts the longest batch first, which would make the estimate a worst case.
@@ -264,24 +277,29 @@ def _probe(model, job: Prepared, train_batcher, device, autocast) -> float | Non
     def run_step() -> None:
         chunk = [batches[(cursor[0] + k) % len(batches)] for k in range(hp.grad_accum)]
         cursor[0] += hp.grad_accum
-        train_step(model, optimizer, scheduler, chunk, job.recipe, device, autocast, job.loss_fn)
+        train_step(trainee, optimizer, scheduler, chunk, job.recipe, procs.device, autocast, procs=procs)
 
     per_step = pf.measure_step_time(model, run_step, hp.probe_steps)
     del optimizer, scheduler
     return per_step
 
 
-def _preflight(run: RunContext, job: Prepared, model, train_batcher, steps: int, device, autocast) -> None:
+def _preflight(run: RunContext, job: Prepared, trainee, train_batcher, steps: int, procs: Processes,
+               autocast) -> None:
     hp = job.recipe.hparams
-    per_step = _probe(model, job, train_batcher, device, autocast) if hp.probe_steps else None
+    # Sharded weights cannot be saved and restored around the probe by one process: no estimate there.
+    probe = hp.probe_steps and not procs.sharded
+    per_step = _probe(trainee, job, train_batcher, procs, autocast) if probe else None
     longest = max((len(e.input_ids) for e in job.datasets["train"].examples), default=0)
-    peak = pf.estimate_peak_memory(model, hp.optimizer, hp.batch_size, min(longest, hp.cutoff_len),
+    mine = per_process_batch(job.recipe, procs.world)
+    peak = pf.estimate_peak_memory(procs.unwrap(trainee), hp.optimizer, mine, min(longest, hp.cutoff_len),
                                    hp.gradient_checkpointing)
+    job.stats["distributed"] = describe_batch(job.recipe, procs.world, procs.strategy)
     extra = {
         "trainable params": f"{job.stats['trainable_params']:,} / {job.stats['total_params']:,}",
-        "optimizer steps": f"{steps:,} (batch {hp.batch_size} x accum {hp.grad_accum})",
+        "optimizer steps": f"{steps:,} ({batch_line(job.stats['distributed'])})",
         "learning rate": f"{float(hp.learning_rate):g} ({hp.scheduler})",
-        "peak memory (est.)": pf.format_bytes(peak),
+        "peak memory (est.)": pf.format_bytes(peak) + (" per process" if procs.world > 1 else ""),
     }
     if job.plan.per_task or train_batcher.epoch_indices is not None:  # tasks, or weights that mix
         from tuneforge.train.mixture import describe_mixture
@@ -297,96 +315,49 @@ def _preflight(run: RunContext, job: Prepared, model, train_batcher, steps: int,
 
 
 def train_loop(run: RunContext, job: Prepared, stop_hook: StopHook | None = None) -> RunResult:
+    from tuneforge.train.before_after import compare_on_test, evaluate_test, report_before_after
+    from tuneforge.train.loss import causal_lm_loss
+
     recipe, hp = job.recipe, job.recipe.hparams
     stop_hook = with_stop_request(run.run_dir, stop_hook)
     before = None
-    if _compare_on_test(job) and run.resume_from is None:
+    if compare_on_test(job) and run.resume_from is None and run.is_main:
         before = evaluate_test(job.model, job, run, "before")
-    model = setup_model(run, job)
-    device = _device(model)
-    autocast = _autocast(recipe, device)
-    train_batcher, val_batches = _batchers(job)
+    procs = build_processes(recipe, job.model, place=not _is_quantized(job.model))
+    model = setup_model(run, job, procs.device)
+    autocast = _autocast(recipe, procs.device)
+    train_batcher, val_batches = _batchers(job, procs)
     steps = total_steps(recipe, train_batcher.num_batches(0))
-    _preflight(run, job, model, train_batcher, steps, device, autocast)
     optimizer = build_optimizer(model, hp, float(hp.learning_rate))
     scheduler = build_scheduler(optimizer, hp, steps)
+    trainee, optimizer, scheduler = procs.prepare(
+        LossModule(model, job.loss_fn or causal_lm_loss, hp.loss_chunk_size), optimizer, scheduler)
+    _preflight(run, job, trainee, train_batcher, steps, procs, autocast)
     state = TrainState()
     if run.resume_from is not None:
         state = TrainState(**ckpt.load_checkpoint(run.resume_from, model, optimizer, scheduler)["train"])
-        truncate_metrics(run.metrics_path, state.global_step)
+        if run.is_main:
+            truncate_metrics(run.metrics_path, state.global_step)
         run.console.print(f"resumed from {run.resume_from} (step {state.global_step}, epoch {state.epoch})")
     started = time.perf_counter()
-    outcome = "finished"
+    loop = _Loop(run, job, trainee, optimizer, scheduler, procs, autocast, stop_hook)
     with Monitor(run, steps, state.global_step) as mon:
-        outcome = _epochs(run, job, model, optimizer, scheduler, train_batcher, val_batches, state, steps,
-                          mon, device, autocast, stop_hook)
-    elapsed = time.perf_counter() - started
-    job.stats["train_seconds"] = round(elapsed, 2)
+        outcome = loop.epochs(train_batcher, val_batches, state, steps, mon)
+    job.stats["train_seconds"] = round(time.perf_counter() - started, 2)
     if outcome == "stopped":
         return _result(run, job, state, "stopped", None)
     best = run.run_dir / "checkpoints" / ckpt.BEST
+    procs.barrier()  # process 0 wrote `best` last
     if hp.early_stopping_patience and ckpt.is_valid(best) and state.best_step != state.global_step:
         ckpt.load_checkpoint(best, model, restore_random=False)
         run.console.print(f"restored the best weights (step {state.best_step}, val loss {state.best_val_loss:.4f})")
-    final = save_final(model, job.tokenizer, run.final_dir)
+    weights = procs.full_state_dict(trainee)  # sharded: gathered onto process 0 (every process takes part)
+    final = save_final(model, job.tokenizer, run.final_dir, weights) if run.is_main else run.final_dir
     run.console.print(f"saved {final}")
-    if _compare_on_test(job):
-        after = evaluate_test(model, job, run, "after")
-        _report_before_after(run, job, before, after)
+    if compare_on_test(job) and run.is_main:
+        after = evaluate_test(model if not procs.sharded else load_run_model(run.run_dir)[0], job, run, "after")
+        report_before_after(run, job, before, after)
     return _result(run, job, state, "finished", final)
-
-
-# -- before/after on the test split (evaluation engine) ----------------------------------------------
-
-def _compare_on_test(job: Prepared) -> bool:
-    objective = job.recipe.method.objective
-    return (bool(job.test_records) and job.recipe.eval.before_after
-            and objective in ("sft", "multitask", "distill"))
-
-
-def evaluate_test(model, job: Prepared, run: RunContext, name: str) -> dict[str, Any]:
-    """Score the test split ({"all": result}, or one result per task for multitask runs)."""
-    from tuneforge.evaluate.api import evaluate_model
-    from tuneforge.train.multitask import test_by_task
-
-    cfg = job.recipe.eval
-    groups = test_by_task(job.test_records, job.plan.names) if job.plan.per_task else {"all": job.test_records}
-    results = {}
-    for task, records in groups.items():
-        records = records[: cfg.max_examples] if cfg.max_examples else records
-        where = "" if task == "all" else f" of task {task}"
-        with run.console.status(f"evaluating the {name} model on {len(records)} test example(s){where}"):
-            results[task] = evaluate_model(
-                model, job.tokenizer, records, cfg.metrics, max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size, labels=cfg.labels,
-                cutoff_len=job.recipe.hparams.cutoff_len, name=name, run_dir=run.run_dir,
-            )
-    job.stats[f"test_{name}"] = ({t: r.metrics for t, r in results.items()} if job.plan.per_task
-                                 else results["all"].metrics)
-    return results
-
-
-def _report_before_after(run: RunContext, job: Prepared, before, after) -> None:
-    """A before -> after table and an HTML report (one per task under eval/<task>/ for multitask runs)."""
-    from rich.table import Table
-
-    from tuneforge.evaluate.report import write_eval_report
-
-    table = Table(title="test split: before -> after", title_justify="left")
-    table.add_column("metric")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    for task, result in after.items():
-        prior = (before or {}).get(task)
-        results = [result] + ([prior] if prior is not None else [])
-        out = run.run_dir / "eval" if task == "all" else run.run_dir / "eval" / task
-        report = write_eval_report(results, out, run_dir=run.run_dir)
-        prefix = "" if task == "all" else f"{task}: "
-        for metric, value in result.metrics.items():
-            old = f"{prior.metrics.get(metric, float('nan')):.4g}" if prior is not None else "-"
-            table.add_row(prefix + metric, old, f"{value:.4g}")
-        run.console.print(f"report: {report}")
-    run.console.print(table)
 
 
 def _result(run: RunContext, job: Prepared, state: TrainState, status: str, final: Path | None) -> RunResult:
@@ -395,77 +366,90 @@ def _result(run: RunContext, job: Prepared, state: TrainState, status: str, fina
                      val_loss=state.last_val_loss, stats=job.stats, recipe=job.recipe)
 
 
-def _epochs(run, job, model, optimizer, scheduler, train_batcher, val_batches, state: TrainState, steps: int,
-            mon: Monitor, device, autocast, stop_hook) -> str:
-    """Run optimizer steps until `steps`, early stopping or the stop hook. Returns finished/stopped."""
-    recipe, hp = job.recipe, job.recipe.hparams
-    while state.global_step < steps:
-        batches = train_batcher.batches(state.epoch)
-        end = min(state.batch_index + hp.grad_accum, len(batches))
-        chunk = [batches[i] for i in range(state.batch_index, end)]
-        t0 = time.perf_counter()
-        loss, n_input = train_step(model, optimizer, scheduler, chunk, recipe, device, autocast, job.loss_fn)
-        lr = max(g["lr"] for g in optimizer.param_groups)
-        check_finite(loss, state.global_step + 1, float(hp.learning_rate))
-        speed = n_input / max(time.perf_counter() - t0, 1e-9)
-        state.global_step += 1
-        state.batch_index = end
-        state.tokens_seen += n_input
-        state.last_train_loss = loss
-        epoch_done = state.batch_index >= len(batches)
-        mon.log({"step": state.global_step, "epoch": round(state.epoch + end / len(batches), 4),
-                 "train_loss": loss, "lr": lr, "tokens_per_s": round(speed, 1)})
-        mon.advance(state.global_step, loss, lr, speed)
-        if epoch_done:
-            state.epoch += 1
-            state.batch_index = 0
-        last = state.global_step >= steps
-        stop_early = False
-        if val_batches and (epoch_done or last or (hp.eval_every and state.global_step % hp.eval_every == 0)):
-            stop_early = _evaluate(run, job, model, val_batches, state, mon, device, autocast)
-        if (hp.save_every and state.global_step % hp.save_every == 0) or (epoch_done and hp.save_each_epoch):
-            _save(run, model, optimizer, scheduler, state)
-        if stop_early:
-            mon.print(f"early stopping at step {state.global_step}: no val-loss improvement in "
-                      f"{hp.early_stopping_patience} evaluation(s)")
-            return "finished"
-        if stop_hook is not None and not last and stop_hook(state.global_step):
-            _save(run, model, optimizer, scheduler, state)
-            mon.print(f"stopped at step {state.global_step}; continue with resume: auto")
-            return "stopped"
-    return "finished"
+class _Loop:
+    """Optimizer steps, evaluations and checkpoints of one run, the same in every process (decisions that
+    depend on one process, such as a stop request, are agreed on first)."""
+
+    def __init__(self, run: RunContext, job: Prepared, trainee, optimizer, scheduler, procs: Processes,
+                 autocast, stop_hook: StopHook) -> None:
+        self.run, self.job, self.hp = run, job, job.recipe.hparams
+        self.trainee, self.optimizer, self.scheduler = trainee, optimizer, scheduler
+        self.procs, self.autocast, self.stop_hook = procs, autocast, stop_hook
+
+    def epochs(self, train_batcher, val_batches, state: TrainState, steps: int, mon: Monitor) -> str:
+        """Run optimizer steps until `steps`, early stopping or the stop hook. Returns finished/stopped."""
+        hp = self.hp
+        while state.global_step < steps:
+            batches = train_batcher.batches(state.epoch)
+            end = min(state.batch_index + hp.grad_accum, len(batches))
+            chunk = [batches[i] for i in range(state.batch_index, end)]
+            t0 = time.perf_counter()
+            loss, n_input = train_step(self.trainee, self.optimizer, self.scheduler, chunk, self.job.recipe,
+                                       self.procs.device, self.autocast, procs=self.procs)
+            lr = max(g["lr"] for g in self.optimizer.param_groups)
+            check_finite(loss, state.global_step + 1, float(hp.learning_rate))
+            speed = n_input / max(time.perf_counter() - t0, 1e-9)
+            state.global_step += 1
+            state.batch_index = end
+            state.tokens_seen += n_input
+            state.last_train_loss = loss
+            epoch_done = state.batch_index >= len(batches)
+            mon.log({"step": state.global_step, "epoch": round(state.epoch + end / len(batches), 4),
+                     "train_loss": loss, "lr": lr, "tokens_per_s": round(speed, 1)})
+            mon.advance(state.global_step, loss, lr, speed)
+            if epoch_done:
+                state.epoch += 1
+                state.batch_index = 0
+            last = state.global_step >= steps
+            stop_early = False
+            if val_batches and (epoch_done or last or (hp.eval_every and state.global_step % hp.eval_every == 0)):
+                stop_early = self.evaluate(val_batches, state, mon)
+            if (hp.save_every and state.global_step % hp.save_every == 0) or (epoch_done and hp.save_each_epoch):
+                self.save(state)
+            if stop_early:
+                mon.print(f"early stopping at step {state.global_step}: no val-loss improvement in "
+                          f"{hp.early_stopping_patience} evaluation(s)")
+                return "finished"
+            if not last and self.procs.any(self.stop_hook(state.global_step)):
+                self.save(state)
+                mon.print(f"stopped at step {state.global_step}; continue with resume: auto")
+                return "stopped"
+        return "finished"
+
+    def evaluate(self, val_batches, state: TrainState, mon: Monitor) -> bool:
+        """Validate, track the best (saved as checkpoints/best), and say whether early stopping triggers."""
+        hp = self.hp
+        metrics = evaluate_loss(self.trainee, val_batches, self.job, self.procs, self.autocast)
+        state.last_val_loss = metrics["val_loss"]
+        mon.log({"step": state.global_step, **metrics})
+        mon.print(f"step {state.global_step}: val loss {metrics['val_loss']:.4f}, "
+                  f"token accuracy {metrics['val_accuracy']:.3f}, perplexity {metrics['val_perplexity']:.2f}")
+        if state.best_val_loss is None or metrics["val_loss"] < state.best_val_loss - hp.early_stopping_min_delta:
+            state.best_val_loss, state.best_step, state.bad_evals = metrics["val_loss"], state.global_step, 0
+            if self.run.is_main:
+                ckpt.save_checkpoint(self.run.run_dir, ckpt.BEST, self.procs.unwrap(self.trainee),
+                                     {"train": asdict(state)})
+            return False
+        state.bad_evals += 1
+        return bool(hp.early_stopping_patience and state.bad_evals >= hp.early_stopping_patience)
+
+    def save(self, state: TrainState) -> None:
+        name = f"step-{state.global_step:07d}"
+        if self.run.is_main:
+            ckpt.save_checkpoint(self.run.run_dir, name, self.procs.unwrap(self.trainee), {"train": asdict(state)},
+                                 self.optimizer, self.scheduler, keep_last=self.hp.keep_last)
+        self.procs.barrier()
 
 
-def _evaluate(run, job, model, val_batches, state: TrainState, mon: Monitor, device, autocast) -> bool:
-    """Validate, track the best (saved as checkpoints/best), and say whether early stopping triggers."""
-    hp = job.recipe.hparams
-    metrics = evaluate_loss(model, val_batches, job, device, autocast)
-    state.last_val_loss = metrics["val_loss"]
-    mon.log({"step": state.global_step, **metrics})
-    mon.print(f"step {state.global_step}: val loss {metrics['val_loss']:.4f}, "
-              f"token accuracy {metrics['val_accuracy']:.3f}, perplexity {metrics['val_perplexity']:.2f}")
-    if state.best_val_loss is None or metrics["val_loss"] < state.best_val_loss - hp.early_stopping_min_delta:
-        state.best_val_loss, state.best_step, state.bad_evals = metrics["val_loss"], state.global_step, 0
-        ckpt.save_checkpoint(run.run_dir, ckpt.BEST, model, {"train": asdict(state)})
-        return False
-    state.bad_evals += 1
-    return bool(hp.early_stopping_patience and state.bad_evals >= hp.early_stopping_patience)
-
-
-def _save(run: RunContext, model, optimizer, scheduler, state: TrainState) -> Path:
-    name = f"step-{state.global_step:07d}"
-    return ckpt.save_checkpoint(run.run_dir, name, model, {"train": asdict(state)}, optimizer, scheduler,
-                                keep_last=run.recipe.hparams.keep_last)
-
-
-def save_final(model, tokenizer, final_dir: Path) -> Path:
-    """Hugging Face format (adapter only for peft models) + tokenizer, written beside and renamed in."""
+def save_final(model, tokenizer, final_dir: Path, state_dict: dict | None = None) -> Path:
+    """Hugging Face format (adapter only for peft models) + tokenizer, written beside and renamed in.
+    `state_dict`: the gathered weights when they were sharded."""
     import shutil
 
     final_dir = Path(final_dir)
     tmp = final_dir.with_name(final_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    model.save_pretrained(str(tmp), safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     tokenizer.save_pretrained(str(tmp))
     if final_dir.exists():
         shutil.rmtree(final_dir)

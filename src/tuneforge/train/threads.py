@@ -26,8 +26,11 @@ def available_cores() -> int:
 
 
 def configure_threads(n: int | None = None) -> int:
-    """Set torch intra-op threads to `n` (default: physical cores) and inter-op to 1; return intra-op count."""
-    n = available_cores() if n is None or n <= 0 else n
+    """Set torch intra-op threads to `n` (default: physical cores, shared out among the run's processes on this
+    machine) and inter-op to 1; return intra-op count."""
+    from tuneforge.train.distributed import local_process_count
+
+    n = max(1, available_cores() // local_process_count()) if n is None or n <= 0 else n
     torch.set_num_threads(n)
     try:
         torch.set_num_interop_threads(1)

@@ -13,6 +13,9 @@ the loop TRL's PPOTrainer implemented), compact enough to read in one sitting:
 `method.options`: reward_fn ("module:function", called as fn(prompts=[...], completions=[...], **reward_kwargs)
 -> floats; prompts are the plain user text) or reward_model (a reward run folder); kl_coef 0.05, max_new_tokens 32, temperature 1.0, ppo_epochs 2,
 cliprange 0.2, vf_coef 0.1, gamma 1.0, lam 0.95.
+
+One process only: the loop has no gradient syncing or data sharding of its own, so under a launcher with
+WORLD_SIZE > 1 it refuses to start (`check_single_process`) instead of training N diverging copies.
 """
 
 from __future__ import annotations
@@ -236,6 +239,16 @@ def _until_eos(response: torch.Tensor, eos_id: int | None) -> torch.Tensor:
     is_eos = (response == eos_id).long()
     after = (is_eos.cumsum(1) - is_eos) > 0
     return (~after).long()
+
+
+def check_single_process() -> None:
+    from tuneforge.errors import UnsupportedHere
+    from tuneforge.train.distributed import process_count
+
+    if process_count() > 1:
+        raise UnsupportedHere(f"method.objective=ppo runs in one process only (its hand-written rollout/update loop "
+                              f"does not sync gradients); this process is one of {process_count()} (WORLD_SIZE): run "
+                              "`tuneforge train` without --nproc / accelerate launch / torchrun")
 
 
 def train_ppo(recipe: Recipe, run: RunContext) -> dict[str, Any]:
