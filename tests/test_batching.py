@@ -118,3 +118,50 @@ def test_split_into_micro_batches_keeps_every_row(packing):
         for part in parts:
             assert part.input_ids.numel() <= 60 or part.input_ids.shape[0] == 1
             assert part.input_ids.shape[1] == max(part.row_lengths())  # re-trimmed to its longest row
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_shares_over_processes_cover_each_global_batch_exactly_once(packing):
+    """Every (examples, batch size, processes) combination: at every batch index each process has a batch; the
+    processes' shares are disjoint and together are the one-process batch, rows and trained tokens alike; an
+    empty share is a stand-in without trained tokens; the epoch's examples are each trained once."""
+    for n in (1, 2, 3, 5, 8, 13):
+        examples = make_examples(n, seed=n)
+        for batch_size in range(1, 7):
+            for world in range(1, 5):
+                def batcher(rank=0, size=1):
+                    return LengthGroupedBatcher(examples, batch_size, seed=3, pad_id=PAD, packing=packing, max_len=64,
+                                                mega_batch_factor=2, rank=rank, world=size)
+                whole = batcher().batches(0)
+                shares = [batcher(rank, world).batches(0) for rank in range(world)]
+                assert all(len(s) == len(whole) for s in shares)
+                trained = []
+                for i, full in enumerate(whole):
+                    parts = [s[i] for s in shares]
+                    ids = [row_examples(p) for p in parts if not p.stand_in]
+                    flat = [e for part in ids for e in part]
+                    assert sorted(flat) == sorted(row_examples(full)) and len(set(flat)) == len(flat)
+                    assert sum(p.n_label_tokens for p in parts) == full.n_label_tokens
+                    assert sum(p.n_tokens for p in parts) == full.n_tokens
+                    for p in parts:
+                        if p.stand_in:
+                            assert p.n_label_tokens == 0 and p.n_tokens == 0 and p.input_ids.shape[0] == 1
+                    trained += flat
+                assert sorted(trained) == list(range(n))
+
+
+def test_shares_keep_the_rows_and_their_tensors():
+    examples = make_examples(11, seed=4)
+    whole = LengthGroupedBatcher(examples, 4, seed=1, pad_id=PAD).batches(0)
+    share = LengthGroupedBatcher(examples, 4, seed=1, pad_id=PAD, rank=1, world=3).batches(0)
+    for full, part in zip(whole, share):
+        if part.stand_in:
+            assert len(row_examples(full)) < 2
+            continue
+        rows = [full.example_ids.index(row) for row in part.example_ids]
+        assert rows == list(range(1, len(full.example_ids), 3))  # rows 1, 4, 7, ... of the length-sorted batch
+        width = part.input_ids.shape[1]
+        assert torch.equal(part.input_ids, full.input_ids[rows, :width])
+        assert torch.equal(part.labels, full.labels[rows, :width])
+    with pytest.raises(ValueError, match="rank must be in"):
+        LengthGroupedBatcher(examples, 4, seed=1, pad_id=PAD, rank=3, world=3)
