@@ -28,7 +28,7 @@ class Recipe(Section):
     hparams: HParams = Field(default_factory=HParams)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = "runs"
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32, description="random seed (numpy accepts 0 .. 2**32-1)")
     resume: bool | str = Field(False, description="false, true/auto (newest checkpoint), or a path")
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="how several processes share the run (one: ignored)")

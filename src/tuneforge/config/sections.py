@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config.base import Section
 from tuneforge.config.prepare import PrepareConfig
+
+# A number the optimizer can use: finite and > 0 (nan/inf/negative fail at the recipe with the field's name).
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 DataFormat = Literal[
     "auto", "alpaca", "sharegpt", "openai", "preference", "text", "labelled", "ranking", "kto", "pairs"
@@ -92,9 +95,9 @@ class DataConfig(Section):
 
 
 class LoraConfig(Section):
-    r: int = Field(16, ge=1)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    r: int = Field(16, ge=1, le=65536)
+    alpha: float = Field(32, gt=0, allow_inf_nan=False)
+    dropout: float = Field(0.05, ge=0, lt=1, allow_inf_nan=False)
     target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
     use_rslora: bool = False
     use_dora: bool = False
@@ -140,26 +143,26 @@ class MethodConfig(Section):
 class HParams(Section):
     """Training hyperparameters. `auto` values are resolved from the data and method, then saved."""
 
-    learning_rate: Union[float, Literal["auto"]] = "auto"
+    learning_rate: Union[PositiveFinite, Literal["auto"]] = "auto"
     layerwise_lr_decay: float | None = Field(None, gt=0, le=1)
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    epochs: Union[float, Literal["auto"]] = "auto"
-    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(4, ge=1, le=1_000_000)
+    grad_accum: int = Field(1, ge=1, le=1_000_000)
+    epochs: Union[PositiveFinite, Literal["auto"]] = "auto"
+    max_steps: int | None = Field(None, ge=1, le=2**53)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    warmup_steps: int | None = Field(None, ge=0)
+    warmup_steps: int | None = Field(None, ge=0, le=2**53)
     scheduler: Literal[
         "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"
     ] = "linear"
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     attention_dropout: float | None = Field(None, ge=0, lt=1)
     hidden_dropout: float | None = Field(None, ge=0, lt=1)
-    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0, allow_inf_nan=False)
     optimizer: Literal["adamw", "adam", "sgd", "rmsprop", "adafactor"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)
     gradient_checkpointing: bool = False
     dtype: Literal["fp32", "bf16", "auto"] = "fp32"
-    cutoff_len: int = Field(1024, ge=8)
+    cutoff_len: int = Field(1024, ge=8, le=2**24)
     loss_on: Literal["answer", "all"] = "answer"
     packing: bool = False
     eval_every: int | None = Field(None, ge=1, description="validate every N optimizer steps")
@@ -167,7 +170,7 @@ class HParams(Section):
     save_each_epoch: bool = True
     keep_last: int = Field(2, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)
-    early_stopping_min_delta: float = Field(0.0, ge=0)
+    early_stopping_min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
     compile: bool = False
     threads: int | None = Field(None, ge=1)

@@ -70,6 +70,9 @@ class ContinuousEngine(Engine):
         self._thread: threading.Thread | None = None
         self.steps_run = 0
         self.joined_running = 0  # admissions into a batch that was already decoding
+        # Jobs taken off the queue and not yet settled (worker thread only): whatever goes wrong, each one
+        # gets an answer or an error, never silence.
+        self._held: list[Job] = []
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -119,9 +122,9 @@ class ContinuousEngine(Engine):
                 live = self._admit(live, pending)
                 if live is not None:
                     live = self._step(live)
-            except Exception as exc:  # fail the running requests, keep serving
-                for row in live.rows if live else []:
-                    self._resolve(row.job, exc)
+            except Exception as exc:  # fail every request the worker holds (live or being admitted), keep serving
+                for job in list(self._held):
+                    self._resolve(job, exc)
                 live = None
 
     def _run_admin_ops(self) -> None:
@@ -143,10 +146,13 @@ class ContinuousEngine(Engine):
             if job.cancelled or job.future.done():
                 continue
             jobs.append(job)
+            self._held.append(job)
             room -= job.n
         if not jobs:
             return live
-        new = self._prefill(jobs)
+        new = self._prefill_isolated(jobs)
+        if new is None:
+            return live
         self.batches_run += 1
         self.rows_run += len(new.rows)
         if live is None:
@@ -164,6 +170,24 @@ class ContinuousEngine(Engine):
             return adapters.base_model(**inputs, use_cache=True)
         names = [row.job.adapter or "__base__" for row in rows]
         return adapters.peft_model(**inputs, use_cache=True, adapter_names=names)
+
+    def _prefill_isolated(self, jobs: list[Job]) -> _Live | None:
+        """Prefill `jobs`; when that fails, prefill each alone so only the jobs at fault get the error and
+        the running batch (and the other newcomers) go on."""
+        try:
+            return self._prefill(jobs)
+        except Exception as exc:
+            for job in jobs:
+                job.rows.clear()
+            if len(jobs) == 1:
+                self._resolve(jobs[0], exc)
+                return None
+        parts = [part for part in (self._prefill_isolated([job]) for job in jobs) if part is not None]
+        if not parts:
+            return None
+        for part in parts[1:]:
+            parts[0].merge(part)
+        return parts[0]
 
     @torch.inference_mode()
     def _prefill(self, jobs: list[Job]) -> _Live:
@@ -232,6 +256,8 @@ class ContinuousEngine(Engine):
         return live
 
     def _resolve(self, job: Job, result: Any) -> None:
+        self._held = [held for held in self._held if held is not job]  # by identity: Jobs compare by value
+
         def settle() -> None:
             if job.future.done():
                 return
@@ -245,8 +271,8 @@ class ContinuousEngine(Engine):
 
 def _generator(row: _Row) -> torch.Generator:
     gen = torch.Generator()
-    if row.job.seed is not None:
-        gen.manual_seed(row.job.seed * 1000 + row.index)
+    if row.job.seed is not None:  # any int64 seed: the row's seed wraps into the generator's 64 bits
+        gen.manual_seed((row.job.seed * 1000 + row.index) % 2**64)
     else:
         gen.seed()
     return gen

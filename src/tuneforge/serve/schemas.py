@@ -25,21 +25,26 @@ class ChatMessage(_Body):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return "".join(p["text"] for p in self.content if p.get("type") == "text" and isinstance(p.get("text"), str))
 
 
 class StreamOptions(_Body):
     include_usage: bool = False
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+TOKENS_MAX = 2**31 - 1  # any real limit is lower (max_tokens_cap); this keeps the number a machine int
+
+
 class _Sampling(_Body):
+    # Every number is bounded here, so nothing out of range (2**80, nan) reaches torch in the worker.
     model: str
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    max_tokens: int | None = Field(None, ge=1, le=TOKENS_MAX)
+    max_completion_tokens: int | None = Field(None, ge=1, le=TOKENS_MAX)
     stop: Union[str, list[str], None] = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX, description="any 64-bit signed integer")
     n: int = Field(1, ge=1, le=8)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -88,7 +93,7 @@ class FeedbackRequest(_Body):
     response_id: str = Field(min_length=1, max_length=128)
     rating: Literal[1, -1] | None = None
     correction: str | None = Field(None, max_length=100_000, description="the answer it should have given")
-    choice: int | None = Field(None, ge=0, description="index of the preferred choice when n > 1")
+    choice: int | None = Field(None, ge=0, le=TOKENS_MAX, description="index of the preferred choice when n > 1")
     comment: str | None = Field(None, max_length=10_000)
 
 

@@ -98,6 +98,6 @@ def _in_run_folder(recipe: "Recipe", console: "Console", stop_hook, runner) -> "
     from tuneforge.train.runfolder import find_resume_point, start_run, with_stop_request
 
     data_files = [s.path for s in recipe.data.sources if s.path]
-    run = start_run(recipe, console, find_resume_point(recipe), data_files)
+    run = start_run(recipe, console, find_resume_point(recipe, console), data_files)
     run.extras["stop_hook"] = with_stop_request(run.run_dir, stop_hook)
     return run.supervise(lambda: runner(recipe, run))

@@ -4,6 +4,10 @@ Layout: <run>/checkpoints/step-0000120/{weights.safetensors, optimizer.pt, sched
 state.json, COMPLETE}. A checkpoint is written into a temp folder, every file fsynced, the COMPLETE marker
 written last, then the folder renamed into place; a killed write leaves only a `.tmp-*` folder, which is
 never considered valid and is swept on the next save.
+
+The COMPLETE marker is the checkpoint's own manifest: every other file's name and size. A checkpoint is valid
+only when each listed file is there with that size, so one that lost files afterwards (a kill while pruning, a
+disk cleaner) is never chosen. Markers from before the manifest (`ok`) require the files every save writes.
 """
 
 from __future__ import annotations
@@ -27,17 +31,75 @@ def checkpoint_root(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+_LEGACY_FILES = ("weights.safetensors", "state.json", "rng.json", "rng.pt")
+
+
+def invalid_reason(path: Path) -> str | None:
+    """Why `path` is not a usable checkpoint, or None when it is one."""
+    path = Path(path)
+    if path.name.startswith(".tmp") or not path.is_dir():
+        return "not a checkpoint folder"
+    marker = path / MARKER
+    if not marker.is_file():
+        return f"no {MARKER} marker (its write was interrupted)"
+    files = _listed_files(marker)
+    if files is None:
+        return f"its {MARKER} manifest is unreadable"
+    for name, size in files.items():
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            return f"its manifest lists {name!r}, which is not a file name"
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if size is not None and file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, its manifest says {size}"
+    return None
+
+
 def is_valid(path: Path) -> bool:
-    return path.is_dir() and (path / MARKER).is_file() and not path.name.startswith(".tmp")
+    return invalid_reason(path) is None
+
+
+def _listed_files(marker: Path) -> dict[str, int | None] | None:
+    try:
+        text = marker.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text.strip() == "ok":  # written before markers carried the manifest
+        return {name: None for name in _LEGACY_FILES}
+    try:
+        files = json.loads(text)["files"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, dict) or not all(isinstance(v, int) for v in files.values()):
+        return None
+    return files
+
+
+def _step_folders(run_dir: Path) -> list[Path]:
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step-*") if p.is_dir() and p.name.split("-")[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Valid step checkpoints, oldest first."""
-    root = checkpoint_root(run_dir)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("step-*") if is_valid(p)]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    return [p for p in _step_folders(run_dir) if is_valid(p)]
+
+
+def broken_newer_checkpoints(run_dir: Path) -> list[tuple[Path, str]]:
+    """Step checkpoints that were completed (have a marker) but are no longer valid, newer than the newest
+    valid one: what resuming skips, with the reason, so it can say so."""
+    broken: list[tuple[Path, str]] = []
+    for path in reversed(_step_folders(run_dir)):
+        reason = invalid_reason(path)
+        if reason is None:
+            break
+        if (path / MARKER).is_file():
+            broken.append((path, reason))
+    return broken
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -115,7 +177,8 @@ def save_checkpoint(
     _write_text(tmp / "state.json", json.dumps(state, indent=1))
     for path in tmp.iterdir():
         _fsync_file(path)
-    _write_text(tmp / MARKER, "ok\n")
+    listed = {path.name: path.stat().st_size for path in sorted(tmp.iterdir())}
+    _write_text(tmp / MARKER, json.dumps({"files": listed}, indent=1) + "\n")
     _fsync_dir(tmp)
     final = root / name
     if final.exists():
@@ -143,8 +206,9 @@ def load_checkpoint(
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not is_valid(path):
-        raise ValueError(f"{path}: not a complete checkpoint (no {MARKER} marker)")
+    reason = invalid_reason(path)
+    if reason is not None:
+        raise ValueError(f"{path}: not a complete checkpoint ({reason})")
     load_trainable_state(model, load_file(str(path / "weights.safetensors")))
     if optimizer is not None and (path / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))

@@ -149,7 +149,7 @@ def run_distill(recipe: Recipe, console: Console, stop_hook=None) -> RunResult:
     from tuneforge.train.sft import file_rejected, prepare
 
     options = parse_options(recipe)
-    resume_from = find_resume_point(recipe)
+    resume_from = find_resume_point(recipe, console)
     job, data_files = prepare(recipe, console)
     if options.teacher is not None:
         with console.status(f"loading the teacher {options.teacher}"):

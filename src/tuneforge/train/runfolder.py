@@ -183,7 +183,17 @@ def new_run_dir(output_dir: str | Path, name: str) -> Path:
     return path
 
 
-def find_resume_point(recipe: Recipe) -> Path | None:
+def find_resume_point(recipe: Recipe, console: Console | None = None) -> Path | None:
+    """The checkpoint to continue from (see `_resume_point`), checked to have the recipe's method/shape."""
+    from tuneforge.train.resume_check import check_resume_shape
+
+    found = _resume_point(recipe, console or Console(stderr=True))
+    if found is not None:
+        check_resume_shape(recipe, found)
+    return found
+
+
+def _resume_point(recipe: Recipe, console: Console) -> Path | None:
     """The checkpoint `recipe.resume` points at, or None to start fresh.
 
     auto: newest valid checkpoint of the newest unfinished `<name>-*` run (none: start fresh);
@@ -197,11 +207,15 @@ def find_resume_point(recipe: Recipe) -> Path | None:
         if ckpt.is_valid(path):
             return path
         if path.is_dir() and ckpt.latest_checkpoint(path) is not None:
+            _warn_skipped(path, console)
             return ckpt.latest_checkpoint(path)
-        raise ConfigError(f"resume: {value}: not a complete checkpoint or a run folder with one")
+        reason = ckpt.invalid_reason(path) if (path / ckpt.MARKER).is_file() else None
+        raise ConfigError(f"resume: {value}: not a complete checkpoint or a run folder with one"
+                          + (f" ({reason})" if reason else ""))
     for run_dir in _runs_of(recipe.output_dir, recipe.name):
         if read_status(run_dir) == "finished":
             continue  # nothing left to continue; its checkpoints stay usable through an explicit path
+        _warn_skipped(run_dir, console)
         found = ckpt.latest_checkpoint(run_dir)
         if found is not None:
             return found
@@ -211,6 +225,11 @@ def find_resume_point(recipe: Recipe) -> Path | None:
         f"resume: true, but no run named {recipe.name!r} under {recipe.output_dir}/ has a complete checkpoint "
         "(use resume: auto to start fresh when there is none)"
     )
+
+
+def _warn_skipped(run_dir: Path, console: Console) -> None:
+    for path, reason in ckpt.broken_newer_checkpoints(run_dir):
+        console.print(f"[yellow]warning:[/] skipping checkpoint {path}: {reason}")
 
 
 def _runs_of(output_dir: str | Path, name: str) -> list[Path]:

@@ -110,7 +110,7 @@ def tokenize_splits(splits: pf.Splits, tokenizer: Any, recipe: Recipe) -> tuple[
 
 
 def run_sft(recipe: Recipe, console: Console, stop_hook: StopHook | None = None) -> RunResult:
-    resume_from = find_resume_point(recipe)  # before the slow part: `resume: true` with nothing fails fast
+    resume_from = find_resume_point(recipe, console)  # before the slow part: `resume: true` with nothing fails fast
     job, data_files = prepare(recipe, console)
     run = start_run(job.recipe, console, resume_from, data_files)
     file_rejected(run, job)

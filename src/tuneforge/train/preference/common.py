@@ -286,6 +286,8 @@ def resume_checkpoint(recipe: Recipe, run: RunContext) -> str | None:
     """An HF Trainer checkpoint to continue from: `resume: <path>`, or the newest one of this run/name."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from tuneforge.train.resume_check import check_resume_shape
+
     value = recipe.resume
     if value in (False, "false", "no", "", None):
         return None
@@ -293,6 +295,7 @@ def resume_checkpoint(recipe: Recipe, run: RunContext) -> str | None:
     if isinstance(value, str) and value not in ("auto", "true", "yes"):
         path = Path(value)
         if path.name.startswith("checkpoint-") and path.is_dir():
+            check_resume_shape(recipe, path)
             return str(path)
         candidates = [path / "checkpoints", path]
     else:
@@ -303,6 +306,7 @@ def resume_checkpoint(recipe: Recipe, run: RunContext) -> str | None:
         if folder.is_dir():
             found = get_last_checkpoint(str(folder))
             if found:
+                check_resume_shape(recipe, Path(found))
                 return found
     if value in (True, "true", "yes") or (isinstance(value, str) and value not in ("auto",)):
         raise ConfigError(f"resume: {value}: no HF Trainer checkpoint (checkpoint-N) found for run {recipe.name!r}")
