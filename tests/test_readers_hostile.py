@@ -202,3 +202,12 @@ def test_null_and_missing_content_are_reported_as_such(tmp_path, message, got):
     path = jsonl(tmp_path / "c.jsonl", ['{"messages": [' + message + ', {"role": "assistant", "content": "a"}]}'])
     (issue,) = read_source(path).rejected
     assert issue.field == "messages[0].content" and issue.message.endswith(got)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00"])
+def test_an_empty_or_one_byte_file_is_not_taken_for_utf16(tmp_path, content):
+    path = tmp_path / "e.json"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_source(path)
+    assert "UTF-16" not in str(err.value) and str(path) in str(err.value)

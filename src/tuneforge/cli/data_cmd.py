@@ -27,7 +27,8 @@ def parse_sets(values: list[str]) -> dict[str, str]:
 
 @data_app.command("inspect")
 def inspect_cmd(
-    source: str = typer.Argument(..., help="data file, or an entry name in dataset_info.json"),
+    source: str = typer.Argument(..., help="data file, an entry name in dataset_info.json, or a dataset_info.json "
+                                 "(or its folder) to list its entries"),
     format: str = typer.Option("auto", "--format", "-f", help="alpaca, sharegpt, openai, kto, preference, ranking, text, labelled"),
     dataset_info: Optional[str] = typer.Option(None, "--dataset-info", help="dataset_info.json or its folder"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="tokenizer to measure with ('whitespace' for words)"),
@@ -36,8 +37,14 @@ def inspect_cmd(
     encoding: Optional[str] = typer.Option(None, "--encoding", help="the file's text encoding when not UTF-8 (e.g. latin-1)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Format, counts, rejected rows by reason, turns, token lengths and a few rendered examples."""
+    """Format, counts, rejected rows by reason, turns, token lengths and a few rendered examples.
+    Given a dataset_info.json (or its folder), lists its entries with the row counts readable offline."""
+    from tuneforge.data.dataset_info import looks_like_dataset_info
     from tuneforge.data.inspect import inspect_source
+
+    if dataset_info is None and looks_like_dataset_info(source):
+        _print_entries(source, parse_sets(set_), as_json)
+        return
 
     report = inspect_source(
         source, format=format, dataset_info=dataset_info, model=model,
@@ -78,6 +85,39 @@ def _print_report(report) -> None:
     for i, example in enumerate(report.examples, start=1):
         out(f"[dim]--- example {i} ---[/]")
         out(example, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_entries(source: str, variables: dict[str, str], as_json: bool) -> None:
+    import functools
+    import json
+    from dataclasses import asdict
+
+    from tuneforge.data.dataset_info import find_dataset_info, summarize_entries
+
+    entries = summarize_entries(source, variables)
+    if as_json:
+        print(json.dumps([asdict(e) for e in entries], ensure_ascii=False, indent=2))
+        return
+    readable = [e for e in entries if e.unavailable is None]
+    out = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    out(f"{find_dataset_info(source)}: {len(entries)} entries, {len(readable)} readable offline")
+    for e in readable:
+        codes = ", ".join(f"{code} {n}" for code, n in e.rejected_by_code.items())
+        out(f"  {e.name:<24} {e.format:<11} rows {e.rows} = {e.valid_rows} valid + {e.rejected} rejected"
+            f"{f' ({codes})' if codes else ''}   {e.file}")
+    if any("unfilled_placeholder" in e.rejected_by_code for e in readable):
+        out("placeholders like {{name}} are filled with --set name=value")
+    hub = [e.name for e in entries if e.unavailable == "hub"]
+    missing = [e.name for e in entries if e.unavailable == "missing file"]
+    broken = [e for e in entries if e.unavailable not in (None, "hub", "missing file")]
+    if hub:
+        out(f"not offline: {len(hub)} hub entries (e.g. {', '.join(hub[:3])})")
+    if missing:
+        out(f"file missing: {len(missing)} ({', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''})")
+    for e in broken:
+        out(f"  {e.name}: {e.unavailable}")
+    if readable:
+        out(f"read one with: tuneforge data inspect {readable[0].name} --dataset-info {source}")
 
 
 @data_app.command("synthesize")

@@ -94,3 +94,49 @@ def _format_and_columns(name: str, entry: dict) -> tuple[str, dict[str, str]]:
     else:
         fmt = formatting if formatting == "alpaca" else "sharegpt"
     return fmt, columns
+
+
+@dataclass
+class EntrySummary:
+    """One dataset_info.json entry as `data inspect` lists it: its counts, or why it cannot be read here."""
+
+    name: str
+    format: str | None = None
+    file: str | None = None
+    rows: int = 0
+    valid_rows: int = 0
+    rejected: int = 0
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+    unavailable: str | None = None  # "hub" (no local file), "missing file" or the reader's error
+
+
+def looks_like_dataset_info(source: str | Path) -> bool:
+    """A dataset_info.json file, or a folder that holds one (what `data inspect` lists instead of reading)."""
+    path = Path(source).expanduser()
+    return (path.is_file() and path.name == "dataset_info.json") or (path / "dataset_info.json").is_file()
+
+
+def summarize_entries(dataset_info: str | Path, variables: dict[str, str] | None = None) -> list[EntrySummary]:
+    """Every entry, read offline: row counts for those with a local file, the reason for the others."""
+    from tuneforge.config.sections import DataSource
+    from tuneforge.data import read_source
+
+    info, info_path = load_dataset_info(dataset_info)
+    out: list[EntrySummary] = []
+    for name, entry in info.items():
+        summary = EntrySummary(name=name, file=entry.get("file_name") if isinstance(entry, dict) else None)
+        if isinstance(entry, dict) and not entry.get("file_name") and any(entry.get(k) for k in HUB_KEYS):
+            summary.unavailable = "hub"
+        elif summary.file and not (info_path.parent / summary.file).exists():
+            summary.unavailable = "missing file"
+        else:
+            try:
+                result = read_source(DataSource(name=name, dataset_info=str(info_path)), variables=variables)
+            except DataError as exc:
+                summary.unavailable = str(exc)
+            else:
+                summary.format, summary.rows = result.format, result.rows
+                summary.valid_rows, summary.rejected = result.valid_rows, len(result.rejected)
+                summary.rejected_by_code = result.counts_by_code()
+        out.append(summary)
+    return out

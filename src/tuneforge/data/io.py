@@ -99,9 +99,11 @@ def decode(data: bytes, encoding: str | None = None, source: str = "") -> str:
 def _refuse_bomless_utf16(data: bytes, source: str) -> None:
     """UTF-16 without a BOM decodes as UTF-8 "successfully" into NUL-riddled rows: say what it is instead."""
     head = data[:4096]
-    if head.count(0) < len(head) // 4:
-        return
+    half = len(head) // 2
     odd_zeros, even_zeros = head[1::2].count(0), head[0::2].count(0)
+    # ASCII-range UTF-16: a NUL in (nearly) every other byte, on one side only; anything else is left to the reader
+    if half < 2 or max(odd_zeros, even_zeros) < 0.4 * half or min(odd_zeros, even_zeros) > 0.1 * half:
+        return
     order = "le" if odd_zeros > even_zeros else "be"
     raise DataError(f"{source}: looks like UTF-16 ({order.upper()}) text without a byte-order mark; expected UTF-8. "
                     f"Set `encoding: utf-16-{order}` on the data source (--encoding for `data inspect`) "
