@@ -33,6 +33,7 @@ def inspect_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="tokenizer to measure with ('whitespace' for words)"),
     set_: List[str] = typer.Option([], "--set", help="fill a {{name}} placeholder: name=value (repeatable)"),
     rejected_out: Optional[str] = typer.Option(None, "--rejected-out", help="write rejected rows with reasons (JSONL)"),
+    encoding: Optional[str] = typer.Option(None, "--encoding", help="the file's text encoding when not UTF-8 (e.g. latin-1)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Format, counts, rejected rows by reason, turns, token lengths and a few rendered examples."""
@@ -40,7 +41,7 @@ def inspect_cmd(
 
     report = inspect_source(
         source, format=format, dataset_info=dataset_info, model=model,
-        variables=parse_sets(set_), rejected_out=rejected_out,
+        variables=parse_sets(set_), rejected_out=rejected_out, encoding=encoding,
     )
     if as_json:
         print(report.to_json())
@@ -51,12 +52,17 @@ def inspect_cmd(
 def _print_report(report) -> None:
     out = console.print
     out(f"[bold]{report.source}[/]  format: [bold]{report.format}[/]")
-    out(f"rows: {report.rows}   valid: {report.valid}   rejected: {report.rejected}")
+    out(f"rows: {report.rows} = {report.valid_rows} valid + {report.rejected} rejected   valid: {report.valid}   "
+        f"rejected: {report.rejected}")
     if report.rejected_by_code:
         codes = ", ".join(f"{code} {n}" for code, n in sorted(report.rejected_by_code.items()))
         out(f"rejected by code: {codes}")
         for issue in report.issues[:5]:
             out(f"  {issue}", markup=False, soft_wrap=True)
+    for warning in report.warnings[:5]:
+        out(f"warning: {warning}", markup=False, soft_wrap=True)
+    if len(report.warnings) > 5:
+        out(f"... {len(report.warnings) - 5} more warnings (--json lists them)")
     if report.rejected_out:
         out(f"rejected rows written to {report.rejected_out}")
     if report.kinds:

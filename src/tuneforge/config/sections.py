@@ -52,6 +52,16 @@ class DataSource(Section):
     ranking_pairs: Literal["all", "adjacent"] = Field(
         "all", description="rows ranking several answers: pair all better/worse answers or only neighbours"
     )
+    encoding: str | None = Field(
+        None, description="text encoding of the file when it is not UTF-8 (latin-1, cp1252, utf-16-le, ...)"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        from tuneforge.data.io import check_encoding
+
+        return None if value is None else check_encoding(value)
 
     @model_validator(mode="after")
     def _path_or_name(self) -> "DataSource":

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,15 @@ def read_source(
     dataset_info: str | Path | None = None,
     ranking_pairs: str | None = None,
     format: str | None = None,
+    encoding: str | None = None,
 ) -> ReadResult:
     """Read one file or dataset_info entry. Bad rows go to `rejected` with their reason (or, when
     `strict`, the first one raises DataError). Files that cannot be read at all raise DataError.
-    `format` overrides the source's format (same as `DataSource.format`)."""
+    `format` and `encoding` override the source's (same as `DataSource.format` / `.encoding`).
+    Always rows == valid_rows + len(rejected): no row is dropped without a word."""
     spec = _as_source(source, dataset_info)
+    if encoding:
+        spec = spec.model_copy(update={"encoding": _encoding(encoding)})
     if format and format != "auto":
         if format not in FORMATS:
             raise DataError(f"unknown data format {format!r}; expected one of auto, {', '.join(FORMATS)}")
@@ -58,7 +63,19 @@ def read_source(
     result = ReadResult(source=str(paths[0]) if len(paths) == 1 else str(paths[0].parent), format=fmt)
     for path in paths:
         _read_file(path, result, spec, columns, opts, variables or {}, strict, dataset)
+    if result.rows != result.valid_rows + len(result.rejected):  # the invariant the reports print
+        raise DataError(f"{result.source}: {result.rows} rows in != {result.valid_rows} valid + "
+                        f"{len(result.rejected)} rejected (a bug in tuneforge)")
     return result
+
+
+def _encoding(name: str) -> str:
+    from tuneforge.data.io import check_encoding
+
+    try:
+        return check_encoding(name)
+    except ValueError as exc:
+        raise DataError(f"--encoding: {exc}") from None
 
 
 def _as_source(source: DataSource | str | Path, dataset_info: str | Path | None) -> DataSource:
@@ -88,7 +105,7 @@ def _entry_files(path: Path) -> list[Path]:
 def _read_file(path: Path, result: ReadResult, spec: DataSource, columns: dict[str, str],
                opts: ReadOptions, variables: dict[str, str], strict: bool, dataset: str | None) -> None:
     kind = file_kind(path)
-    items = list(read_rows(path, kind))
+    items = list(read_rows(path, kind, spec.encoding))
     if spec.max_rows:
         items = items[: max(0, spec.max_rows - result.rows)]
     for item in items:
@@ -99,7 +116,7 @@ def _read_file(path: Path, result: ReadResult, spec: DataSource, columns: dict[s
                 item.data = parse_json_cells(item.data)
     fmt = result.format
     if fmt == "auto":
-        fmt = "text" if kind == "txt" else detect_format(i.data for i in items if isinstance(i, RawRow))
+        fmt = "text" if kind == "txt" else _detect(path, items)
         result.format = fmt
     convert = converter(fmt)
     source = str(path)
@@ -107,14 +124,44 @@ def _read_file(path: Path, result: ReadResult, spec: DataSource, columns: dict[s
         result.rows += 1
         issue = item if isinstance(item, RowIssue) else None
         if issue is None:
-            try:
-                result.records.extend(_records(item, convert, opts, variables, source, dataset))
-            except RowProblem as problem:
-                issue = RowIssue(source, item.line, problem.code, problem.field, problem.message, clip(item.raw))
+            issue = _convert(item, convert, opts, variables, source, dataset, result)
         if issue is not None:
             if strict:
                 raise DataError(str(issue))
             result.rejected.append(issue)
+
+
+def _convert(item: RawRow, convert: Any, opts: ReadOptions, variables: dict[str, str], source: str,
+             dataset: str | None, result: ReadResult) -> RowIssue | None:
+    """Records of one row into `result`, or the issue that rejects it."""
+    try:
+        records = _records(item, convert, opts, variables, source, dataset)
+    except RowProblem as problem:
+        return RowIssue(source, item.line, problem.code, problem.field, problem.message, clip(item.raw))
+    except RecursionError:  # a row just under the reader's depth limit can still be too deep to walk
+        return RowIssue(source, item.line, "invalid_json", "(row)", "expected JSON nested at most a few hundred "
+                        "levels deep, got deeper nesting", clip(item.raw))
+    result.records.extend(records)
+    result.valid_rows += 1
+    for key in item.duplicate_keys:
+        result.warnings.append(f"{source}:{item.line}: {key}: duplicate key in one object; the last value is used")
+    return None
+
+
+def _detect(path: Path, items: list) -> str:
+    """The majority format, or a DataError that names the file and, when no row could be read at all,
+    the real cause (bad encoding, nesting, syntax) instead of "no JSON objects"."""
+    rows = [i.data for i in items if isinstance(i, RawRow)]
+    issues = [i for i in items if isinstance(i, RowIssue)]
+    if not any(isinstance(r, dict) for r in rows) and issues:
+        counts = Counter(i.code for i in issues)
+        summary = ", ".join(f"{n} {code}" for code, n in counts.most_common())
+        raise DataError(f"{path}: no row could be read ({len(issues)} rejected: {summary}); the first: "
+                        f"{issues[0].field}: {issues[0].message} (line {issues[0].line})")
+    try:
+        return detect_format(rows)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def _records(row: RawRow, convert: Any, opts: ReadOptions, variables: dict[str, str],

@@ -19,6 +19,8 @@ def row_format(row: Any) -> str | None:
         return "ranking"
     if {"preferred_output", "non_preferred_output"} & keys or {"chosen", "rejected"} <= keys:
         return "preference"
+    if {"chosen_messages", "rejected_messages"} & keys:  # LLaMA-Factory v1 DPO rows
+        return "preference"
     if "positive" in keys and keys & {"anchor", "query"}:
         return "pairs"
     if keys & {"messages", "conversations"} and keys & {"label", "kto_tag"}:
@@ -56,6 +58,6 @@ def detect_format(rows: Iterable[Any]) -> str:
     keys = ", ".join(k for k, _ in seen_keys.most_common(10)) or "no JSON objects"
     raise DataError(
         f"cannot detect the data format: expected keys like instruction/output (alpaca), conversations "
-        f"(sharegpt), messages (openai), chosen/rejected (preference), text[/label], anchor/positive (pairs), "
+        f"(sharegpt), messages (openai), chosen/rejected or chosen_messages/rejected_messages (preference), text[/label], anchor/positive (pairs), "
         f"got {keys}; pass the format explicitly (--format or `format:` in the recipe) or rename columns with `columns:`"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from tuneforge.data.formats import (
@@ -102,7 +103,7 @@ def parse_turns(items: list, path: str, opts: ReadOptions) -> tuple[str | None, 
         if role == "system":
             if turns or system is not None:
                 raise RowProblem("turn_order", item_path, "expected a system turn only first, got it mid-conversation")
-            system = text_value(item.get(content_key), f"{item_path}.{content_key}", allow_empty=True)
+            system = _content(item.get(content_key), f"{item_path}.{content_key}")
             continue
         turns.append(_turn(item, role, tool_call, content_key, item_path))
     return system, turns
@@ -115,27 +116,65 @@ def _turn(item: dict, role: str, tool_call: bool, content_key: str, path: str) -
         tool_call = True
         call_text = json.dumps(calls, ensure_ascii=False)
         content = f"{content}\n{call_text}" if content.strip() else call_text
+    if isinstance(content, ToolCallText):
+        tool_call = True
     if not content.strip():
-        raise RowProblem("empty_content", f"{path}.{content_key}", "expected non-empty text, got an empty string")
-    weight = optional(item, "weight", (int, float), f"{path}.weight")
-    if weight is not None and weight < 0:
-        raise RowProblem("wrong_type", f"{path}.weight", f"expected a weight >= 0, got {weight}")
+        got = "null" if item.get(content_key) is None else "an empty string"
+        missing = "missing" if content_key not in item else got
+        raise RowProblem("empty_content" if missing != "missing" else "missing_field", f"{path}.{content_key}",
+                         f"expected non-empty text, got {missing}")
+    weight = _weight(item, path)
     train = optional(item, "train", bool, f"{path}.train")
+    if train is None and "loss_weight" in item:  # LLaMA-Factory v1: the weight decides, whatever the role
+        train = weight > 0
     tool_call = bool(optional(item, "tool_call", bool, f"{path}.tool_call") or tool_call)
-    return Turn(role, content, train=train, weight=1.0 if weight is None else float(weight), tool_call=tool_call)
+    return Turn(role, str(content), train=train, weight=weight, tool_call=tool_call)
+
+
+def _weight(item: dict, path: str) -> float:
+    """`weight` (tuneforge) or `loss_weight` (LLaMA-Factory v1): a finite number >= 0; 0 = not trained on."""
+    key = "loss_weight" if "loss_weight" in item else "weight"
+    weight = optional(item, key, (int, float), f"{path}.{key}")
+    if weight is not None and not (math.isfinite(weight) and weight >= 0):
+        raise RowProblem("wrong_type", f"{path}.{key}", f"expected a weight >= 0, got {weight}")
+    return 1.0 if weight is None else float(weight)
+
+
+class ToolCallText(str):
+    """Content made of v1 `tool_call` parts: the turn is a function call."""
+
+
+MEDIA_PARTS = {"image": "image", "image_url": "image", "input_image": "image", "audio": "audio",
+               "input_audio": "audio", "audio_url": "audio", "video": "video", "video_url": "video", "file": "file"}
 
 
 def _content(value: Any, path: str) -> str:
-    """A string, or OpenAI content parts (their text parts joined)."""
+    """A string, or typed content parts: OpenAI's {"type": "text", "text": ...} and LLaMA-Factory v1's
+    {"type": "text" | "reasoning" | "tool_call", "value": ...}; media parts are refused by name."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        texts = [p.get("text") for p in value if p.get("type", "text") == "text"]
-        if all(isinstance(t, str) for t in texts):
-            return "".join(texts)
-    raise RowProblem("wrong_type", path, f"expected a string, got {describe(value)}")
+    if not (isinstance(value, list) and all(isinstance(p, dict) for p in value)):
+        raise RowProblem("wrong_type", path, f"expected a string or a list of content parts, got {describe(value)}")
+    texts, calls = [], []
+    for i, part in enumerate(value):
+        kind = part.get("type", "text")
+        if kind in MEDIA_PARTS:
+            raise RowProblem("not_supported", f"{path}[{i}]", f"not supported: {MEDIA_PARTS[kind]} content "
+                             "(tuneforge trains text-only models; drop the part or the row)")
+        body = part.get("text", part.get("value"))
+        if kind == "tool_call":
+            calls.append(body if isinstance(body, str) else json.dumps(body, ensure_ascii=False))
+            continue
+        if kind not in ("text", "reasoning") or not isinstance(body, str):
+            want = "a text part with a string `text` or `value`"
+            raise RowProblem("wrong_type", f"{path}[{i}]", f"expected {want}, got {describe(part)}")
+        texts.append(f"<think>\n{body}\n</think>\n\n" if kind == "reasoning" else body)
+    text = "".join(texts)
+    if calls:
+        return ToolCallText("\n".join(([text] if text.strip() else []) + calls))
+    return text
 
 
 def _keys_for(item: dict, opts: ReadOptions) -> tuple[str, str]:

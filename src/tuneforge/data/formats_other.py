@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tuneforge.data.formats import (
@@ -28,6 +29,11 @@ def preference(row: dict, opts: ReadOptions) -> list[Preference]:
         prompt.tools = tools_text(source.get("tools"), "input.tools")
         chosen = _answer(require(row, "preferred_output", (list, str, dict)), "preferred_output", opts)
         rejected = _answer(require(row, "non_preferred_output", (list, str, dict)), "non_preferred_output", opts)
+    elif "chosen_messages" in row or "rejected_messages" in row:  # LLaMA-Factory v1: two whole conversations
+        chosen_raw = require(row, "chosen_messages", list)
+        rejected_raw = require(row, "rejected_messages", list)
+        prompt, chosen, rejected = _implicit_prompt(chosen_raw, rejected_raw, opts, ("chosen_messages", "rejected_messages"))
+        prompt.tools = tools_text(row.get("tools"))
     else:
         prompt, chosen, rejected = _chosen_rejected(row, opts)
         prompt.tools = prompt.tools or tools_text(row.get("tools"))
@@ -59,16 +65,25 @@ def _chosen_rejected(row: dict, opts: ReadOptions) -> tuple[Conversation, str, s
     return _implicit_prompt(chosen_raw, rejected_raw, opts)
 
 
-def _implicit_prompt(chosen: Any, rejected: Any, opts: ReadOptions) -> tuple[Conversation, str, str]:
+def _implicit_prompt(chosen: Any, rejected: Any, opts: ReadOptions,
+                     keys: tuple[str, str] = ("chosen", "rejected")) -> tuple[Conversation, str, str]:
     """TRL "implicit prompt": chosen and rejected are whole conversations sharing the prompt turns."""
     if not (isinstance(chosen, list) and isinstance(rejected, list)):
         raise RowProblem("missing_field", "prompt", "expected a prompt (prompt, instruction, conversations or "
                          f"messages), got only chosen/rejected {describe(chosen)}")
     shared = 0
-    while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
+    while shared < min(len(chosen), len(rejected)) - 1 and _same_message(chosen[shared], rejected[shared]):
         shared += 1
-    prompt = _prompt_messages(chosen[:shared], "chosen", opts)
-    return prompt, _answer(chosen[shared:], "chosen", opts), _answer(rejected[shared:], "rejected", opts)
+    prompt = _prompt_messages(chosen[:shared], keys[0], opts)
+    return prompt, _answer(chosen[shared:], keys[0], opts), _answer(rejected[shared:], keys[1], opts)
+
+
+def _same_message(a: Any, b: Any) -> bool:
+    """Equal as prompt turns: a v1 per-message loss_weight does not make two identical prompts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        drop = ("loss_weight",)
+        return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    return a == b
 
 
 def _prompt_messages(items: list, path: str, opts: ReadOptions) -> Conversation:
@@ -119,6 +134,8 @@ def labelled(row: dict, opts: ReadOptions) -> list[Labelled]:
     label = require(row, "label", (str, int, float, bool))
     if isinstance(label, str) and not label.strip():
         raise RowProblem("empty_content", "label", "expected a label, got an empty string")
+    if isinstance(label, float) and not math.isfinite(label):  # JSON's NaN/Infinity would become class "nan"
+        raise RowProblem("wrong_type", "label", f"expected a label (text or a finite number), got {label}")
     return [Labelled(text=body, label=str(label), groups=_groups(row))]
 
 

@@ -22,8 +22,9 @@ class InspectReport:
     source: str
     format: str
     rows: int
-    valid: int
+    valid: int  # records (a ranking row may expand to several)
     rejected: int
+    valid_rows: int  # rows == valid_rows + rejected, always
     rejected_by_code: dict[str, int]
     issues: list[str]  # the first few rejected rows, as file:line: field: expected …, got …
     kinds: dict[str, int]  # records by kind (conversation, preference, text, labelled)
@@ -33,6 +34,7 @@ class InspectReport:
     tokenizer_note: str | None = None
     examples: list[str] = field(default_factory=list)
     rejected_out: str | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. duplicate keys; the rows were kept
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +52,7 @@ def inspect_source(
     tokenizer: Any = None,
     variables: dict[str, str] | None = None,
     rejected_out: str | Path | None = None,
+    encoding: str | None = None,
     n_examples: int = 3,
     max_measured: int = 5000,
 ) -> InspectReport:
@@ -57,7 +60,7 @@ def inspect_source(
     falling back to whitespace words if it cannot load; "whitespace" asks for words directly)."""
     from tuneforge.data import read_source
 
-    result = read_source(source, variables=variables, dataset_info=dataset_info, format=format)
+    result = read_source(source, variables=variables, dataset_info=dataset_info, format=format, encoding=encoding)
     written = result.write_rejected(rejected_out) if rejected_out else None
     tok, tok_name, note = _choose_tokenizer(model, tokenizer)
     render = _renderer(tok)
@@ -75,6 +78,7 @@ def inspect_source(
         rows=result.rows,
         valid=len(records),
         rejected=len(result.rejected),
+        valid_rows=result.valid_rows,
         rejected_by_code=result.counts_by_code(),
         issues=[str(issue) for issue in result.rejected[:10]],
         kinds=kinds,
@@ -84,6 +88,7 @@ def inspect_source(
         tokenizer_note=note,
         examples=[_render_record(r, render) for r in _spread(records, n_examples)],
         rejected_out=str(written) if written else None,
+        warnings=result.warnings[:50],
     )
 
 

@@ -22,6 +22,7 @@ IssueCode = Literal[
     "identical_pair",
     "too_long",
     "unseen_label",
+    "not_supported",
 ]
 
 
@@ -54,7 +55,9 @@ class ReadResult(Generic[R]):
     format: str
     records: list[R] = field(default_factory=list)
     rejected: list[RowIssue] = field(default_factory=list)
-    rows: int = 0  # rows seen = len(records) + len(rejected)
+    rows: int = 0  # rows seen = valid_rows + len(rejected) (a ranking row may give several records)
+    valid_rows: int = 0
+    warnings: list[str] = field(default_factory=list)  # file:line: field: ... for rows kept despite a doubt
 
     def counts_by_code(self) -> dict[str, int]:
         return dict(Counter(issue.code for issue in self.rejected))

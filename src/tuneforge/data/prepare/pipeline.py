@@ -113,7 +113,9 @@ def prepare(
         inputs = [inputs]
     items, results = read_inputs(inputs, variables, strict)
     rejected = [issue for r in results for issue in r.rejected]
-    rows = len(items) + len(rejected)
+    given = len(items) - sum(len(r.records) for r in results)  # records passed in, not read from a file
+    rows = given + sum(r.rows for r in results)  # reader rows: a ranking row may expand to several records
+    valid_rows = given + sum(r.valid_rows for r in results)
     if not items:
         where = ", ".join(r.source for r in results) or "prepare"
         raise DataError(f"{where}: no usable examples ({len(rejected)} rows rejected; see rejected.jsonl "
@@ -148,7 +150,7 @@ def prepare(
     removed = ledger.removed_total()
     if n_records != out + removed:  # the promise of this module: nothing is lost silently
         raise CountMismatch(f"{n_records} examples in != {out} out + {removed} quarantined (a bug in tuneforge)")
-    counts = {"rows": rows, "rejected": len(rejected), "records": n_records, "removed": removed,
+    counts = {"rows": rows, "valid_rows": valid_rows, "rejected": len(rejected), "records": n_records, "removed": removed,
               "modified": sum(sum(s.modified.values()) for s in ledger.steps), "out": out,
               **{s: len(v) for s, v in splits.items()}}
     report.update({
@@ -156,6 +158,7 @@ def prepare(
         "step_counts": [s.as_dict() for s in ledger.steps], "timings_s": timings, "cpu_s": cpu,
         "token_lengths": {s: example_lengths(v, counter) for s, v in splits.items()},
         "rejected_by_code": _by_code(rejected), "sources": [r.source for r in results],
+        "reader_warnings": [w for r in results for w in r.warnings][:100],
         "config": cfg.model_dump(mode="json"),
     })
     report["notes"] += report["steps"]["pii"].get("notes", [])

@@ -201,7 +201,8 @@ def print_summary(result, console) -> None:
         table.add_row(s["step"], str(s["in"]), str(s["out"]), str(s["removed"]), str(s["modified"]), note)
     console.print(table)
     c = result.counts
-    console.print(f"rows {c['rows']} = {c['records']} records + {c['rejected']} rejected by the reader; "
+    console.print(f"rows {c['rows']} = {c.get('valid_rows', c['records'])} valid + {c['rejected']} rejected by the "
+                  f"reader; {c['records']} records; "
                   f"records {c['records']} = {c['out']} out + {c['removed']} quarantined  "
                   f"(train {c['train']}, val {c['val']}, test {c['test']})", markup=False)
     leak = result.report["steps"].get("leakage", {})
@@ -209,6 +210,8 @@ def print_summary(result, console) -> None:
         console.print(f"leakage: {leak['total']} overlapping pair(s): {leak['counts']}", markup=False)
     for note in result.report["notes"]:
         console.print(f"note: {note}", markup=False)
+    for warning in result.report.get("reader_warnings", [])[:5]:
+        console.print(f"warning: {warning}", markup=False, soft_wrap=True)
     if result.paths:
         console.print(f"wrote {result.out_dir}/ (train/val/test.jsonl, quarantine.jsonl, rejected.jsonl, "
                       "report.json, report.html)", markup=False)
