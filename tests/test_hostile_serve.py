@@ -102,3 +102,21 @@ def test_chunked_body_over_the_limit_is_a_413(url, tiny_model_dir):
     assert unauthenticated.status_code == 401  # the key is checked before the body is read
     body = {**_chat(), "model": tiny_model_dir.name}
     assert httpx.post(url + "/v1/chat/completions", json=body, headers=HEADERS, timeout=60).status_code == 200
+
+
+def test_admin_adapter_with_pickle_or_broken_weights_is_a_400(url, tiny_model_dir, tmp_path):
+    from test_hostile_models import pickle_adapter
+
+    folder = pickle_adapter(tiny_model_dir, tmp_path / "pickled")
+    r = httpx.post(url + "/admin/adapters", json={"name": "pickled", "path": str(folder)}, headers=HEADERS,
+                   timeout=60)
+    assert r.status_code == 400 and "pickle" in r.json()["error"]["message"], r.text
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text((folder / "adapter_config.json").read_text())
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00" * 64)  # not a safetensors file
+    r = httpx.post(url + "/admin/adapters", json={"name": "broken", "path": str(broken)}, headers=HEADERS,
+                   timeout=60)
+    assert r.status_code == 400 and "cannot attach adapter" in r.json()["error"]["message"], r.text
+    models = httpx.get(url + "/v1/models", headers=HEADERS).json()["data"]
+    assert {m["id"] for m in models} == {tiny_model_dir.name}  # neither was half-added
