@@ -39,3 +39,9 @@ def test_untrainable_hparams_are_rejected_with_the_field_name(override, field):
 def test_sane_hparams_still_load():
     recipe = load_recipe(None, ["hparams.learning_rate=2e-4", "hparams.epochs=0.5", "seed=4294967295"])
     assert recipe.hparams.learning_rate == pytest.approx(2e-4) and recipe.hparams.epochs == 0.5
+
+
+@pytest.mark.parametrize("name", ["../outside/escape", "a/b", "a\\b", "..", ".hidden", ""])
+def test_run_names_with_path_parts_are_rejected(name):
+    with pytest.raises(ConfigError, match="`name`"):
+        load_recipe(None, [f"name={name!r}"])

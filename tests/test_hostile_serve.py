@@ -88,3 +88,35 @@ def test_failing_prefill_fails_only_its_own_request(served):
     assert a[0].tokens == 5 and c[0].tokens == 5 and a[0].text == c[0].text
     assert isinstance(late_bad, IndexError)
     assert not isinstance(long_run, Exception) and long_run[0].tokens == 30
+
+
+def test_chunked_body_over_the_limit_is_a_413(url, tiny_model_dir):
+    def chunks():  # Transfer-Encoding: chunked, no Content-Length; 3 MB against the 2 MB limit
+        for _ in range(30):
+            yield b" " * 100_000
+
+    r = httpx.post(url + "/v1/chat/completions", content=chunks(),
+                   headers={**HEADERS, "Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    unauthenticated = httpx.post(url + "/v1/chat/completions", content=chunks(), timeout=60)
+    assert unauthenticated.status_code == 401  # the key is checked before the body is read
+    body = {**_chat(), "model": tiny_model_dir.name}
+    assert httpx.post(url + "/v1/chat/completions", json=body, headers=HEADERS, timeout=60).status_code == 200
+
+
+def test_admin_adapter_with_pickle_or_broken_weights_is_a_400(url, tiny_model_dir, tmp_path):
+    from test_hostile_models import pickle_adapter
+
+    folder = pickle_adapter(tiny_model_dir, tmp_path / "pickled")
+    r = httpx.post(url + "/admin/adapters", json={"name": "pickled", "path": str(folder)}, headers=HEADERS,
+                   timeout=60)
+    assert r.status_code == 400 and "pickle" in r.json()["error"]["message"], r.text
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text((folder / "adapter_config.json").read_text())
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00" * 64)  # not a safetensors file
+    r = httpx.post(url + "/admin/adapters", json={"name": "broken", "path": str(broken)}, headers=HEADERS,
+                   timeout=60)
+    assert r.status_code == 400 and "cannot attach adapter" in r.json()["error"]["message"], r.text
+    models = httpx.get(url + "/v1/models", headers=HEADERS).json()["data"]
+    assert {m["id"] for m in models} == {tiny_model_dir.name}  # neither was half-added

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from tuneforge.config.base import Section
 from tuneforge.config.distributed import DistributedConfig
@@ -35,6 +35,14 @@ class Recipe(Section):
     search: SearchConfig = Field(default_factory=SearchConfig, description="used by `tuneforge search` only")
     synthesize: SynthesizeConfig = Field(
         default_factory=SynthesizeConfig, description="used by `tuneforge data synthesize` only")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # The run folder is <output_dir>/<name>-<stamp>: a separator or `..` would put it somewhere else.
+        if not value or "/" in value or "\\" in value or value.startswith(".") or any(ord(c) < 32 for c in value):
+            raise ValueError("a run name is a plain folder name: no `/`, `\\`, leading `.` or control characters")
+        return value
 
 
 def load_recipe(path: str | Path | None, overrides: Iterable[str] = ()) -> Recipe:

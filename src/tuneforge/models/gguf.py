@@ -31,6 +31,7 @@ def converted_folder(gguf_path: Path) -> Path:
     target = cache_root() / "gguf" / f"{gguf_path.stem}-{key}"
     if (target / MARKER).exists():
         return target
+    check_gguf(gguf_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
@@ -46,6 +47,36 @@ def converted_folder(gguf_path: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def check_gguf(gguf_path: Path) -> None:
+    """Refuse a file that is not a whole GGUF (wrong magic, truncated header, tensor data past the end)
+    with one line, before transformers' parser fails on it with a struct.error."""
+    import struct
+
+    with open(gguf_path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise ModelError(f"{gguf_path}: not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+    try:
+        from gguf import GGUFReader
+    except ImportError:  # transformers needs it to read GGUF at all and will say so itself
+        return
+    try:
+        reader = GGUFReader(gguf_path)
+        end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    except (struct.error, ValueError, IndexError, KeyError, EOFError, OSError) as exc:
+        raise ModelError(f"{gguf_path}: truncated or corrupt GGUF file ({_one_line(exc)}); "
+                         "copy or export it again") from None
+    size = gguf_path.stat().st_size
+    if end > size:
+        raise ModelError(f"{gguf_path}: truncated GGUF file: its tensors need {end:,} bytes, "
+                         f"the file has {size:,}; copy or export it again")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _convert(gguf_path: Path, out_dir: Path) -> None:

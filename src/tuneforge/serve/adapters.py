@@ -118,9 +118,9 @@ class AdapterSet:
     def add(self, name: str, path: str) -> None:
         from peft import PeftModel
 
-        folder = Path(path).expanduser()
-        if not is_adapter_dir(folder):
-            raise ModelError(f"{path}: not a LoRA adapter folder (no adapter_config.json)")
+        from tuneforge.models.adapters import LOAD_ERRORS, check_adapter_folder
+
+        folder = check_adapter_folder(path)  # no pickle weights: a 400 with the reason, never an unpickling
         if name == self.base_name or name in self.paths:
             raise ModelError(f"adapter name {name!r} is already in use")
         try:
@@ -128,7 +128,7 @@ class AdapterSet:
                 self.peft_model = PeftModel.from_pretrained(self.base_model, str(folder), adapter_name=name)
             else:
                 self.peft_model.load_adapter(str(folder), adapter_name=name)
-        except (ValueError, RuntimeError, OSError, KeyError) as exc:
+        except LOAD_ERRORS as exc:
             raise ModelError(f"{path}: cannot attach adapter to {self.base_name}: {str(exc).splitlines()[0]}") from None
         self.peft_model.eval()
         self.paths[name] = str(folder)

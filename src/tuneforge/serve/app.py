@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.errors import TuneforgeError
+from tuneforge.serve.body_limit import BodyLimit
 from tuneforge.serve.engine import Engine, QueueFull
 from tuneforge.serve.feedback import FeedbackStore
 from tuneforge.serve.generation import register_generation_routes
@@ -55,6 +56,9 @@ def create_app(engine: Engine, store: FeedbackStore | None, settings: ServeSetti
     app = FastAPI(title="tuneforge serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.store, app.state.settings = engine, store, settings
     _install_error_handlers(app)
+    # Added before the guard, so it runs inside it: a missing key is a 401 whatever the body's size.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, error_body=lambda limit: error_body(
+        f"request body over {limit} bytes", code="body_too_large"))
     _install_guards(app, settings)
     register_generation_routes(app, APIError)
     _register_misc_routes(app, engine, store, settings)

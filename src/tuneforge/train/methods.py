@@ -334,6 +334,9 @@ def load_from_run(model_cfg: Any, method: MethodConfig) -> tuple[nn.Module, Any]
 
     from peft import PeftModel
 
+    from tuneforge.models.adapters import check_adapter_folder
+
+    check_adapter_folder(folder)  # safetensors weights only: never unpickle a previous run's folder
     saved_type = json.loads((folder / "adapter_config.json").read_text()).get("peft_type", "")
     base, _ = load_model(base_cfg, dtype="fp32")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))

@@ -102,7 +102,8 @@ class UIState:
     def validate(self, req: RecipeRequest) -> tuple[Path, dict[str, Any]]:
         path, origin = self.recipe_file(req)
         return path, recipes.validate_recipe(path, req.overrides, self.settings.roots,
-                                             Path(self.settings.cwd), origin=origin)
+                                             Path(self.settings.cwd), origin=origin,
+                                             read_dirs=[self.settings.examples_root])
 
 
 

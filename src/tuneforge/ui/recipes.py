@@ -55,9 +55,11 @@ def save_draft(drafts_dir: Path, text: str) -> Path:
 
 
 def validate_recipe(path: Path, overrides: Iterable[str], allowed_dirs: list[Path], cwd: Path,
-                    origin: str | None = None) -> dict[str, Any]:
-    """{ok, message (the CLI's text), problems [{path, message}], recipe_yaml (resolved), name, output_dir}."""
+                    origin: str | None = None, read_dirs: Iterable[Path] = ()) -> dict[str, Any]:
+    """{ok, message (the CLI's text), problems [{path, message}], recipe_yaml (resolved), name, output_dir}.
+    `origin` None means an example recipe: the paths it names itself are trusted (see ui.paths)."""
     from tuneforge.config.recipe import load_recipe, recipe_yaml
+    from tuneforge.ui.paths import path_problems, trusted_paths
 
     overrides = [o for o in (s.strip() for s in overrides) if o]
     try:
@@ -68,6 +70,10 @@ def validate_recipe(path: Path, overrides: Iterable[str], allowed_dirs: list[Pat
             message = message.replace(str(path), origin)
         return {"ok": False, "message": message, "problems": problems_of(message), "overrides": overrides}
     problems = launch_checks(recipe, allowed_dirs, cwd)
+    trusted = trusted_paths(load_recipe(path), cwd) if origin is None else set()
+    named = {p["path"] for p in problems}  # e.g. a missing data file: said once
+    problems += [p for p in path_problems(recipe, cwd, allowed_dirs, [Path(cwd), *read_dirs], trusted)
+                 if p["path"] not in named]
     message = ""
     if problems:
         lines = [f"{origin or path}: cannot start this run ({len(problems)} problem(s))"]

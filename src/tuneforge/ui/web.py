@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.errors import TuneforgeError
+from tuneforge.serve.body_limit import BodyLimit
 from tuneforge.serve.security import bearer_ok, check_bind, is_loopback, key_ok
 
 STATIC = Path(__file__).with_name("static")
@@ -68,6 +69,9 @@ def create_ui_app(settings: UISettings | None = None) -> FastAPI:
     app = FastAPI(title="tuneforge ui", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ui = UIState(settings)
     _install_errors(app)
+    # Counts the bytes received (chunked bodies too); added first so the Host/token/CSRF guard runs before it.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes,
+                       error_body=lambda limit: {"error": f"request body over {limit} bytes"})
     _install_guards(app, settings)
     register_api(app, app.state.ui)
     _register_pages(app)
